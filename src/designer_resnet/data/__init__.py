@@ -1,0 +1,1 @@
+"""Data preparation: conversion, archives, splitting, sample data."""

@@ -1,0 +1,126 @@
+"""Convert to Image Directory: a folder or archive of images -> ImageDirectory."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ..directories import StagedOutput
+from ..directories.image_directory import META_FILE, ImageDirectory, ImageDirectoryWriter, is_junk, scan_image_folder
+from ..errors import UserError
+from .archives import extract_archive, find_archive
+from .parallel import ordered_map
+
+log = logging.getLogger(__name__)
+# Show a progress bar from this many images on.
+PROGRESS_MIN = 500
+
+
+@dataclass
+class ConvertReport:
+    written: int = 0
+    labelled: bool = False
+    categories: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+
+def find_data_root(path: Path) -> Path:
+    """Descend through single wrapping folders (ignoring `__MACOSX` and OS files)."""
+    while True:
+        entries = [p for p in path.iterdir() if not is_junk(p.name)]
+        if len(entries) == 1 and entries[0].is_dir() and not (path / META_FILE).exists():
+            path = entries[0]
+        else:
+            return path
+
+
+def check_image(path: Path) -> tuple[int, int] | str:
+    """(width, height) of a fully decodable image, else the reason it is not one."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # full decode: catches truncated files that verify() misses
+                return img.size
+    except Image.DecompressionBombWarning:
+        return "image too large (decompression bomb guard)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"not a readable image ({exc.__class__.__name__})"
+
+
+def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *, workers: int | None = None) -> ConvertReport:
+    """Convert `input_path` (folder, archive, or folder holding one archive) into `output_dir`."""
+    source = Path(input_path)
+    if not source.exists():
+        raise UserError(f"input_path: {source} does not exist; give a folder of images or an archive")
+    if source.is_dir() and not any(source.iterdir()):
+        raise UserError(f"input_path: {source} is empty; give a folder of images or an archive")
+    with StagedOutput(output_dir, output_name="output_path") as stage:
+        archive = find_archive(source)
+        if archive is not None:
+            log.info("extracting %s", archive.name)
+            source = stage.scratch()
+            extract_archive(archive, source, input_name="input_path")
+        elif source.is_file():
+            raise UserError(f"input_path: {source.name} is neither a folder nor a zip/tar/gz/bz2 archive; "
+                            "give a folder of images or an archive")
+        report = _convert_folder(find_data_root(source), stage.path, workers)
+    return report
+
+
+def _convert_folder(root: Path, out: Path, workers: int | None) -> ConvertReport:
+    report = ConvertReport()
+    if (root / META_FILE).exists():
+        source = ImageDirectory.load(root, input_name="input_path")
+        ignored: list[Path] = []
+    else:
+        scan = scan_image_folder(root)
+        source = ImageDirectory(root, scan.rows, scan.categories, label_column="category" if scan.categories else None,
+                                input_name="input_path")
+        ignored = scan.ignored
+    report.skipped.extend((str(p.relative_to(root)), "not an image file type") for p in ignored)
+    if not source.rows:
+        raise UserError(f"input_path: no image files found in {root}; supported types are "
+                        ".jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp")
+    writer = ImageDirectoryWriter(out, source.categories)
+
+    def copy_one(row: dict):
+        src = source.image_path(row)
+        checked = check_image(src)
+        if isinstance(checked, str):
+            return row, None, checked
+        name = writer.target_name(row["id"], source.label(row), src.suffix)
+        shutil.copyfile(src, out / name)
+        return row, name, checked
+
+    per_class: dict[str | None, int] = {}
+    bar = tqdm(total=len(source.rows), unit="img", desc="converting", disable=len(source.rows) < PROGRESS_MIN)
+    with bar:
+        for row, name, result in ordered_map(copy_one, source.rows, workers):
+            bar.update()
+            if name is None:
+                report.skipped.append((source.relative_path(row), result))
+                continue
+            width, height = result
+            per_class[source.label(row)] = per_class.get(source.label(row), 0) + 1
+            writer.add(name, row["id"], source.label(row), width=width, height=height)
+    if writer.count == 0:
+        raise UserError(f"input_path: none of the {len(source.rows)} image files in {root} could be read; "
+                        "check the files are valid images")
+    writer.close()
+    for category in source.categories or []:
+        if category not in per_class:
+            # It keeps its index so labels stay aligned with the folder names.
+            log.warning("class %r has no readable image; it stays in the category list with 0 images", category)
+    report.written = writer.count
+    report.labelled = source.labelled
+    report.categories = source.categories
+    return report

@@ -1,0 +1,31 @@
+"""A thread pool map that keeps order and bounds the work in flight."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """Threads for file copying/decoding: I/O-bound, so a few per core."""
+    return max(2, min(16, (os.cpu_count() or 1) * 2))
+
+
+def ordered_map(fn: Callable[[A], R], items: Iterable[A], workers: int | None = None) -> Iterator[R]:
+    """Like `map(fn, items)` on a thread pool: results in input order, at most
+    4 × workers items in flight so memory does not grow with the input."""
+    workers = workers or default_workers()
+    window = workers * 4
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        in_flight: deque = deque()
+        for item in items:
+            in_flight.append(pool.submit(fn, item))
+            if len(in_flight) >= window:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()

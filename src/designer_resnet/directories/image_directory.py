@@ -1,0 +1,341 @@
+"""ImageDirectory: read what the designer's modules write, write what they read.
+
+Layout (FORMATS.md): `_meta.yaml`, `images.lst` (JSON Lines, one row per
+image), `_schema.json` (column attributes), optional `_samples.json`, and the
+image files. A folder without `_meta.yaml` is read as a torchvision
+ImageFolder (`root/<class>/<file>`), else as every image below it, unlabelled.
+Only the row list is held in memory; images are opened one at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from PIL import Image
+
+from ..errors import UserError
+from .meta import META_FILE, read_meta, write_meta
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+IMAGE_LIST = "images.lst"
+SCHEMA_FILE = "_schema.json"
+SAMPLES_FILE = "_samples.json"
+IMAGE_FOLDER = "image"
+IMAGE_REF = "image_info"
+LABEL_COLUMN = "category"
+# Operating-system droppings that are neither images nor worth a warning.
+JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"})
+_SAMPLE_ROWS = 3
+_SAMPLE_EDGE = 128
+
+
+def is_image_name(name: str) -> bool:
+    """True when the file name has one of the image suffixes (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def is_junk(name: str) -> bool:
+    """True for OS metadata files and folders that scans skip silently."""
+    return name in JUNK_NAMES or name.startswith("._")
+
+
+@dataclass
+class ImageDirectory:
+    """An ImageDirectory on disk: its rows, and which keys hold image and label."""
+
+    root: Path
+    rows: list[dict]
+    categories: list[str] | None = None
+    image_ref: str = IMAGE_REF
+    label_column: str | None = None
+    extension: dict = field(default_factory=dict)
+    input_name: str = "input"
+    schema: dict | None = None  # the `_schema.json` as read, kept so subsets copy it verbatim
+
+    @classmethod
+    def load(cls, path: str | Path, *, input_name: str = "input") -> "ImageDirectory":
+        """Read an ImageDirectory, or a plain folder of images (ImageFolder or flat)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise UserError(f"{input_name}: {root} is not a folder; connect an ImageDirectory")
+        if not (root / META_FILE).exists():
+            scan = scan_image_folder(root)
+            if not scan.rows:
+                raise UserError(f"{input_name}: no image files found in {root}; supported types are {_suffix_list()}")
+            return cls(root, scan.rows, scan.categories, label_column=LABEL_COLUMN if scan.categories else None,
+                       input_name=input_name)
+        meta = read_meta(root, "ImageDirectory", input_name=input_name)
+        schema = _read_json(root / str(meta.get("schema", SCHEMA_FILE)), input_name)
+        image_ref, label_column, categories = _parse_schema(schema, input_name)
+        rows = list(_read_rows(root / str(meta.get("image_list", IMAGE_LIST)), input_name))
+        if not rows:
+            raise UserError(f"{input_name}: {root} lists no images; connect a non-empty ImageDirectory")
+        if label_column is not None:
+            if not categories:
+                categories = sorted({str(r[label_column]) for r in rows if r.get(label_column) is not None})
+            unknown = {str(r.get(label_column)) for r in rows} - set(categories)
+            if unknown:
+                raise UserError(
+                    f"{input_name}: rows carry labels missing from the schema's categories: "
+                    f"{', '.join(sorted(unknown)[:5])}; rebuild it with Convert to Image Directory"
+                )
+        extension = meta.get("extension") or {}
+        return cls(root, rows, categories, image_ref, label_column,
+                   extension if isinstance(extension, dict) else {}, input_name, schema)
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_column is not None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def relative_path(self, row: dict) -> str:
+        info = row.get(self.image_ref)
+        name = info.get("file_name") if isinstance(info, dict) else None
+        if not isinstance(name, str) or not name:
+            raise UserError(f"{self.input_name}: row id {row.get('id')} has no {self.image_ref}.file_name; "
+                            "rebuild the folder with Convert to Image Directory")
+        return name
+
+    def image_path(self, row: dict) -> Path:
+        """The row's image file; refuses a path that would leave the folder."""
+        name = self.relative_path(row)
+        return self.root / safe_relative_path(name, what=f"{self.input_name}: row id {row.get('id')}")
+
+    def label(self, row: dict) -> str | None:
+        if self.label_column is None:
+            return None
+        return str(row[self.label_column])
+
+    def label_index(self, row: dict) -> int:
+        assert self.categories is not None
+        return self.categories.index(self.label(row))
+
+    def open_image(self, row: dict) -> Image.Image:
+        """Decode one row's image as RGB."""
+        with Image.open(self.image_path(row)) as img:
+            return img.convert("RGB")
+
+    def non_image_columns(self) -> list[str]:
+        """Column names other than the image reference, in row order (`id`, `category`, ...)."""
+        cols = ["id"]
+        if self.label_column:
+            cols.append(self.label_column)
+        return cols
+
+
+def safe_relative_path(name: str, *, what: str) -> PurePosixPath:
+    """Check a relative path stays inside its folder; return it normalised."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or (posix.parts and ":" in posix.parts[0]) or ".." in posix.parts or not posix.parts:
+        raise UserError(f"{what}: path {name!r} leaves its folder; only relative paths inside it are allowed")
+    return posix
+
+
+@dataclass
+class FolderScan:
+    rows: list[dict]
+    categories: list[str] | None
+    ignored: list[Path]
+
+
+def scan_image_folder(root: Path) -> FolderScan:
+    """Rows for a folder with no `_meta.yaml`.
+
+    ImageFolder layout (only class sub-folders at the top, images inside them)
+    gives labelled rows with sorted categories; anything else gives every
+    image below `root`, unlabelled. `ignored` lists non-image files.
+    """
+    top = sorted(p for p in root.iterdir() if not is_junk(p.name))
+    class_dirs = [p for p in top if p.is_dir()]
+    top_files = [p for p in top if not p.is_dir()]
+    labelled = bool(class_dirs) and not any(is_image_name(p.name) for p in top_files)
+    rows: list[dict] = []
+    ignored: list[Path] = []
+    categories: list[str] | None = None
+    if labelled:
+        found: list[str] = []
+        for class_dir in class_dirs:
+            before = len(rows)
+            for file in _walk_files(class_dir, ignored):
+                rows.append(_row(root, file, len(rows), class_dir.name))
+            if len(rows) > before:
+                found.append(class_dir.name)
+        categories = sorted(found)
+        ignored.extend(top_files)
+    else:
+        for file in _walk_files(root, ignored):
+            rows.append(_row(root, file, len(rows), None))
+    return FolderScan(rows, categories if rows else None, ignored)
+
+
+def _walk_files(folder: Path, ignored: list[Path]) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
+        for name in sorted(filenames):
+            if is_junk(name):
+                continue
+            path = Path(dirpath) / name
+            if is_image_name(name):
+                yield path
+            else:
+                ignored.append(path)
+
+
+def _row(root: Path, file: Path, row_id: int, category: str | None) -> dict:
+    row = {IMAGE_REF: {"file_name": file.relative_to(root).as_posix()}, "id": row_id}
+    if category is not None:
+        row[LABEL_COLUMN] = category
+    return row
+
+
+def _suffix_list() -> str:
+    return " ".join(sorted(IMAGE_SUFFIXES))
+
+
+def _read_json(path: Path, input_name: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{input_name}: {path.name} is missing from {path.parent}; rebuild the folder with Convert to Image Directory") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{input_name}: {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _read_rows(path: Path, input_name: str) -> Iterator[dict]:
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{input_name}: {path.name} is missing from {path.parent}; rebuild the folder with Convert to Image Directory") from None
+    with f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{input_name}: {path.name} line {number} is not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{input_name}: {path.name} line {number} is not a JSON object")
+            yield row
+
+
+def _parse_schema(schema, input_name: str) -> tuple[str, str | None, list[str] | None]:
+    """Find the image column's row key, the label column and its categories."""
+    columns = schema.get("columnAttributes") if isinstance(schema, dict) else None
+    if not isinstance(columns, list):
+        raise UserError(f"{input_name}: {SCHEMA_FILE} has no columnAttributes list; rebuild the folder with Convert to Image Directory")
+    image_ref, label_column, categories = IMAGE_REF, None, None
+    for col in columns:
+        if not isinstance(col, dict):
+            continue
+        props = col.get("properties") or {}
+        element = col.get("elementType") or {}
+        if element.get("typeName") == "bytes" and props.get("mime_type") == "image/png":
+            image_ref = props.get("image_ref", IMAGE_REF)
+        elif "annotation_type" in props:
+            label_column = col.get("name")
+            cats = props.get("categories")
+            if isinstance(cats, list) and cats:
+                ordered = sorted(cats, key=lambda c: c.get("id", 0) if isinstance(c, dict) else 0)
+                categories = [str(c["name"]) if isinstance(c, dict) else str(c) for c in ordered]
+    return image_ref, label_column, categories
+
+
+def image_schema(categories: list[str] | None) -> dict:
+    """The `_schema.json` content for a labelled (categories given) or unlabelled set."""
+    columns = [
+        {"name": "image", "type": "Bytes", "isFeature": True,
+         "elementType": {"typeName": "bytes", "isNullable": False},
+         "properties": {"mime_type": "image/png", "image_ref": IMAGE_REF}},
+        {"name": "id", "type": "Numeric", "isFeature": False,
+         "elementType": {"typeName": "int64", "isNullable": False}},
+    ]
+    if categories is not None:
+        columns.append(
+            {"name": LABEL_COLUMN, "type": "String", "isFeature": False,
+             "elementType": {"typeName": "str", "isNullable": False},
+             "properties": {"annotation_type": "COCO_classification",
+                            "categories": [{"id": i, "name": n} for i, n in enumerate(categories)]}})
+    return {"columnAttributes": columns}
+
+
+class ImageDirectoryWriter:
+    """Streams rows into a new ImageDirectory; `close()` writes schema, samples and meta.
+
+    Image files are placed by the caller (see `target_name`) so they can be
+    copied in parallel; rows must be added in the order they should appear.
+    """
+
+    def __init__(self, root: str | Path, categories: list[str] | None, *, extension: dict | None = None,
+                 schema: dict | None = None, image_ref: str = IMAGE_REF):
+        self.root = Path(root)
+        self.categories = categories
+        self.extension = extension or {}
+        self.schema = schema or image_schema(categories)
+        self.image_ref = image_ref
+        (self.root / IMAGE_FOLDER).mkdir(parents=True, exist_ok=True)
+        self._list = open(self.root / IMAGE_LIST, "w", encoding="utf-8")
+        self._samples: list[dict] = []
+        self.count = 0
+
+    def target_name(self, row_id: int, category: str | None, suffix: str) -> str:
+        """The designer's file name: `image/<category index>_<row id><suffix>`."""
+        index = self.categories.index(category) if (self.categories is not None and category is not None) else 0
+        return f"{IMAGE_FOLDER}/{index}_{row_id}{suffix.lower()}"
+
+    def add(self, file_name: str, row_id: int, category: str | None = None, **image_info) -> None:
+        """Append a row for an image already written at `root/file_name`."""
+        row: dict = {IMAGE_REF: {"file_name": file_name, **image_info}, "id": int(row_id)}
+        if self.categories is not None:
+            if category is None:
+                raise ValueError("labelled ImageDirectory rows need a category")
+            row[LABEL_COLUMN] = category
+        self.add_row(row)
+
+    def add_row(self, row: dict) -> None:
+        """Append a row as given (extra keys kept); its image must already be in place."""
+        self._list.write(json.dumps(row) + "\n")
+        if len(self._samples) < _SAMPLE_ROWS:
+            self._samples.append(_sample(self.root / row[self.image_ref]["file_name"], row, self.image_ref))
+        self.count += 1
+
+    def close(self) -> None:
+        self._list.close()
+        if self.count == 0:
+            raise UserError("no valid image was written; check the input holds readable images")
+        with open(self.root / SCHEMA_FILE, "w", encoding="utf-8") as f:
+            json.dump(self.schema, f, indent=1)
+        with open(self.root / SAMPLES_FILE, "w", encoding="utf-8") as f:
+            json.dump(self._samples, f)
+        write_meta(self.root, {"type": "ImageDirectory", "image_list": IMAGE_LIST, "schema": SCHEMA_FILE,
+                               "samples": SAMPLES_FILE, "extension": self.extension})
+
+    def __enter__(self) -> "ImageDirectoryWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._list.close()
+
+
+def _sample(path: Path, row: dict, image_ref: str) -> dict:
+    """A UI preview row: the image as a small base64 PNG plus the other columns."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        img.thumbnail((_SAMPLE_EDGE, _SAMPLE_EDGE))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+    sample = {"image": base64.b64encode(buf.getvalue()).decode("ascii")}
+    sample.update({k: v for k, v in row.items() if k != image_ref})
+    return sample

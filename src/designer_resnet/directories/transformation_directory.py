@@ -1,0 +1,38 @@
+"""TransformationDirectory: an ordered list of torchvision transform ops as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+from .meta import read_meta, write_meta
+
+TRANSFORMS_FILE = "_transforms.json"
+
+
+def write_transformation_directory(path: str | Path, ops: list) -> None:
+    """Write `ops` (`[[name, args], ...]`) as a TransformationDirectory into `path`."""
+    path = Path(path)
+    with open(path / TRANSFORMS_FILE, "w", encoding="utf-8") as f:
+        json.dump(ops, f, indent=1)
+    write_meta(path, {"type": "TransformationDirectory", "transform_type": "Image"})
+
+
+def read_transformation_directory(path: str | Path, *, input_name: str = "input") -> list:
+    """The ops of a TransformationDirectory, validated (unknown ops refused)."""
+    from ..transforms.ops import validate_ops
+
+    path = Path(path)
+    meta = read_meta(path, "TransformationDirectory", input_name=input_name)
+    if str(meta.get("transform_type", "Image")) != "Image":
+        raise UserError(f"{input_name}: transform_type {meta.get('transform_type')!r} is not Image; "
+                        "connect the output of Init Image Transformation")
+    try:
+        with open(path / TRANSFORMS_FILE, encoding="utf-8") as f:
+            ops = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{input_name}: {TRANSFORMS_FILE} is missing from {path}; rerun Init Image Transformation") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{input_name}: {TRANSFORMS_FILE} is not valid JSON ({exc.msg})") from None
+    return validate_ops(ops, input_name=input_name)

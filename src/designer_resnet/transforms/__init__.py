@@ -1,0 +1,1 @@
+"""Image transformations: the op list format and its torchvision pipelines."""

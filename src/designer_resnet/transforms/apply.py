@@ -1,0 +1,73 @@
+"""Apply Image Transformation: write transformed images, defer what must be re-drawn."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.convert import PROGRESS_MIN
+from ..data.parallel import ordered_map
+from ..directories import StagedOutput
+from ..directories.image_directory import ImageDirectory, ImageDirectoryWriter
+from ..directories.transformation_directory import read_transformation_directory
+from ..errors import UserError
+from .ops import EXTENSION_KEY, PENDING_KEY, image_pipeline, pending_ops, plan
+
+log = logging.getLogger(__name__)
+
+MODES = {"For training": "training", "For inference": "inference"}
+
+
+@dataclass
+class ApplyReport:
+    written: int = 0
+    applied: list = field(default_factory=list)
+    deferred: list = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (row id, reason)
+
+
+def apply_image_transformation(transform_dir: str | Path, input_dir: str | Path, output_dir: str | Path,
+                               *, mode: str = "For inference", workers: int | None = None) -> ApplyReport:
+    """Transform the images of `input_dir`; `mode` is 'For training' or 'For inference'."""
+    if mode not in MODES:
+        raise UserError(f"mode: {mode!r} is not one of {', '.join(repr(m) for m in MODES)}")
+    ops = read_transformation_directory(transform_dir, input_name="input_transformation_path")
+    source = ImageDirectory.load(input_dir, input_name="input_image_path")
+    # Ops the source still owes come first: its files stop where they stopped.
+    file_ops, deferred = plan(pending_ops(source.extension) + ops, MODES[mode])
+    pipeline = image_pipeline(file_ops)
+    extension = {k: v for k, v in source.extension.items() if k != EXTENSION_KEY}
+    if deferred:
+        extension[EXTENSION_KEY] = {PENDING_KEY: deferred, "mode": mode}
+    report = ApplyReport(applied=file_ops, deferred=deferred)
+
+    with StagedOutput(output_dir, output_name="output_path") as stage:
+        writer = ImageDirectoryWriter(stage.path, source.categories if source.labelled else None,
+                                      extension=extension, schema=source.schema, image_ref=source.image_ref)
+
+        def transform_one(row: dict):
+            try:
+                image = pipeline(source.open_image(row))
+            except (OSError, SyntaxError, ValueError) as exc:
+                return row, None, f"{exc.__class__.__name__}: {exc}"
+            name = writer.target_name(row["id"], source.label(row), ".png")
+            image.save(stage.path / name, format="PNG")
+            return row, name, image.size
+
+        with writer, tqdm(total=len(source), unit="img", desc="transforming", disable=len(source) < PROGRESS_MIN) as bar:
+            for row, name, result in ordered_map(transform_one, source.rows, workers):
+                bar.update()
+                if name is None:
+                    report.skipped.append((row.get("id"), result))
+                    continue
+                info = {k: v for k, v in row[source.image_ref].items() if k not in ("width", "height")}
+                info.update(file_name=name, width=result[0], height=result[1])
+                writer.add_row({**row, source.image_ref: info})
+            if writer.count == 0:
+                raise UserError(f"input_image_path: none of the {len(source)} images could be read; "
+                                "check the ImageDirectory with Convert to Image Directory")
+        report.written = writer.count
+    return report

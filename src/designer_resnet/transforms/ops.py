@@ -1,0 +1,165 @@
+"""The `[[op, args], ...]` transformation format and how each op is applied.
+
+Ops fall in three groups: deterministic image ops (can be written into the
+image files once), random ops (must be re-drawn each time an image is used)
+and tensor ops (act on the tensor after ToTensor, so never written to files).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torchvision.transforms as T
+
+from ..errors import UserError
+
+DETERMINISTIC_OPS = frozenset({"Resize", "CenterCrop", "Pad", "Grayscale"})
+RANDOM_OPS = frozenset({
+    "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomResizedCrop", "ColorJitter",
+    "RandomRotation", "RandomAffine", "RandomGrayscale", "RandomPerspective", "RandomErasing",
+})
+TENSOR_OPS = frozenset({"ToTensor", "Normalize", "RandomErasing"})
+KNOWN_OPS = DETERMINISTIC_OPS | RANDOM_OPS | TENSOR_OPS
+
+# Key in an ImageDirectory's `_meta.yaml` `extension` holding ops still to apply on read.
+EXTENSION_KEY = "designer_resnet"
+PENDING_KEY = "pending_transforms"
+
+
+def _build(name: str, args):
+    cls = getattr(T, name)
+    if isinstance(args, dict):
+        return cls(**args)
+    if isinstance(args, list):
+        return cls(*args)
+    if args is None:
+        return cls()
+    return cls(args)
+
+
+def validate_ops(ops, *, input_name: str = "transformation") -> list[list]:
+    """Check an op list; every op must be known and constructible with its args."""
+    if not isinstance(ops, list):
+        raise UserError(f"{input_name}: transformations must be a list of [op, args] pairs")
+    clean = []
+    for i, entry in enumerate(ops):
+        if not (isinstance(entry, (list, tuple)) and len(entry) in (1, 2) and isinstance(entry[0], str)):
+            raise UserError(f"{input_name}: entry {i} ({entry!r}) is not an [op, args] pair")
+        name = entry[0]
+        args = entry[1] if len(entry) == 2 else {}
+        if name not in KNOWN_OPS:
+            raise UserError(f"{input_name}: unknown transform {name!r}; allowed: {', '.join(sorted(KNOWN_OPS))}")
+        try:
+            _build(name, args)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{input_name}: {name} does not accept {args!r} ({exc})") from None
+        clean.append([name, args])
+    return clean
+
+
+def plan(ops: list[list], mode: str) -> tuple[list[list], list[list]]:
+    """Split ops into (written into the files now, applied when the data is read).
+
+    Training keeps every op, so random ones are re-drawn each epoch: the files
+    get the leading deterministic image ops and the rest is deferred, order
+    kept. Inference drops random ops; tensor ops are still deferred.
+    """
+    if mode == "inference":
+        ops = [op for op in ops if op[0] not in RANDOM_OPS]
+    elif mode != "training":
+        raise ValueError(f"mode must be 'training' or 'inference', not {mode!r}")
+    split = 0
+    while split < len(ops) and ops[split][0] in DETERMINISTIC_OPS:
+        split += 1
+    return ops[:split], ops[split:]
+
+
+def image_pipeline(ops: list[list]) -> Callable:
+    """PIL image -> PIL image, for ops that are all image (non-tensor) ops."""
+    bad = [op[0] for op in ops if op[0] in TENSOR_OPS]
+    if bad:
+        raise ValueError(f"tensor ops {bad} cannot be applied to an image file")
+    return T.Compose([_build(name, args) for name, args in ops])
+
+
+def tensor_pipeline(ops: list[list]) -> Callable:
+    """PIL image -> float tensor: the ops, with ToTensor put where it is needed."""
+    steps = []
+    have_tensor = False
+    for name, args in ops:
+        if name == "ToTensor":
+            if have_tensor:
+                continue
+            have_tensor = True
+        elif name in TENSOR_OPS and not have_tensor:
+            steps.append(T.ToTensor())
+            have_tensor = True
+        steps.append(_build(name, args))
+    if not have_tensor:
+        steps.append(T.ToTensor())
+    return T.Compose(steps)
+
+
+def pending_ops(extension: dict) -> list[list]:
+    """Ops an ImageDirectory's `extension` says still have to run on read."""
+    ours = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
+    pending = ours.get(PENDING_KEY) if isinstance(ours, dict) else None
+    return validate_ops(pending, input_name="ImageDirectory extension") if pending else []
+
+
+def designer_ops(
+    *,
+    resize: bool = True,
+    size: int = 256,
+    center_crop: bool = True,
+    crop_size: int = 224,
+    pad: bool = False,
+    padding: int = 0,
+    color_jitter: bool = False,
+    grayscale: bool = False,
+    random_resized_crop: bool = False,
+    random_resized_crop_size: int = 256,
+    random_crop: bool = False,
+    random_crop_size: int = 224,
+    random_horizontal_flip: bool = True,
+    random_vertical_flip: bool = False,
+    random_rotation: bool = False,
+    random_rotation_degrees: int = 0,
+    random_affine: bool = False,
+    random_affine_degrees: int = 0,
+    random_grayscale: bool = False,
+    random_perspective: bool = False,
+    random_erasing: bool = False,
+) -> list[list]:
+    """The op list for Init Image Transformation's parameters, in the designer's order."""
+    ops: list[list] = []
+    if resize:
+        ops.append(["Resize", size])
+    if center_crop:
+        ops.append(["CenterCrop", crop_size])
+    if pad:
+        ops.append(["Pad", padding])
+    if color_jitter:
+        ops.append(["ColorJitter", {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4}])
+    if grayscale:
+        # Three channels so the result still feeds an RGB model.
+        ops.append(["Grayscale", {"num_output_channels": 3}])
+    if random_resized_crop:
+        ops.append(["RandomResizedCrop", random_resized_crop_size])
+    if random_crop:
+        ops.append(["RandomCrop", random_crop_size])
+    if random_horizontal_flip:
+        ops.append(["RandomHorizontalFlip", {}])
+    if random_vertical_flip:
+        ops.append(["RandomVerticalFlip", {}])
+    if random_rotation:
+        ops.append(["RandomRotation", random_rotation_degrees])
+    if random_affine:
+        ops.append(["RandomAffine", random_affine_degrees])
+    if random_grayscale:
+        ops.append(["RandomGrayscale", {}])
+    if random_perspective:
+        ops.append(["RandomPerspective", {}])
+    if random_erasing:
+        ops.append(["RandomErasing", {}])
+    return ops
