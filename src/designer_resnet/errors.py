@@ -14,6 +14,32 @@ class UserError(Exception):
     """
 
 
+class _Below(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def _configure_logging(debug: bool) -> None:
+    """Progress (INFO) to stdout; warnings and errors to stderr, so a failure's
+    stderr is exactly its one error line plus any warnings."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(_Below(logging.WARNING))
+    out.setFormatter(logging.Formatter("%(message)s"))
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(out)
+    root.addHandler(err)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
 def run_entry(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None) -> int:
     """Run an entry point: UserError becomes one stderr line and exit code 1.
 
@@ -23,11 +49,7 @@ def run_entry(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None 
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(debug)
     try:
         main(argv)
     except UserError as exc:

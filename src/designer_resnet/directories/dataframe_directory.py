@@ -30,6 +30,7 @@ def _column_attribute(name: str, dtype) -> dict:
 def write_dataframe_directory(path: str | Path, df: pd.DataFrame, *, extension: dict | None = None) -> None:
     """Write `df` as a DataFrameDirectory into the (existing) folder `path`."""
     path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path / DATA_FILE, index=False)
     (path / SCHEMA_FILE).parent.mkdir(parents=True, exist_ok=True)
     with open(path / SCHEMA_FILE, "w", encoding="utf-8") as f:

@@ -25,7 +25,7 @@ class StagedOutput:
         self.output_dir = Path(output_dir)
         self.output_name = output_name
         self.path: Path | None = None
-        self._created_output = False
+        self._created: list[Path] = []  # folders this made, deepest first
         self._scratch: list[Path] = []
 
     def __enter__(self) -> "StagedOutput":
@@ -37,11 +37,12 @@ class StagedOutput:
             if leftovers:
                 raise UserError(f"{self.output_name}: {out} is not empty; choose an empty or new folder")
         else:
+            missing = [out, *[p for p in out.parents if not p.exists()]]
             try:
                 out.mkdir(parents=True)
             except OSError as exc:
                 raise UserError(f"{self.output_name}: cannot create {out} ({exc.strerror}); choose a writable path") from None
-            self._created_output = True
+            self._created = [p for p in missing if p.is_dir()]
         self.path = Path(tempfile.mkdtemp(prefix=_PREFIX + "staging-", dir=out))
         return self
 
@@ -61,8 +62,8 @@ class StagedOutput:
             self.path.rmdir()
             return
         shutil.rmtree(self.path, ignore_errors=True)
-        if self._created_output:
+        for folder in self._created:
             try:
-                self.output_dir.rmdir()
+                folder.rmdir()  # only ever removes an empty folder
             except OSError:
-                pass
+                break

@@ -14,6 +14,7 @@ TRANSFORMS_FILE = "_transforms.json"
 def write_transformation_directory(path: str | Path, ops: list) -> None:
     """Write `ops` (`[[name, args], ...]`) as a TransformationDirectory into `path`."""
     path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     with open(path / TRANSFORMS_FILE, "w", encoding="utf-8") as f:
         json.dump(ops, f, indent=1)
     write_meta(path, {"type": "TransformationDirectory", "transform_type": "Image"})

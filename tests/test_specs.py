@@ -1,0 +1,130 @@
+"""Every component spec loads in azure-ai-ml and matches its entry module."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from azure.ai.ml import load_component, load_environment
+
+from conftest import REPO
+
+SPECS = sorted((REPO / "components").glob("*.yaml"))
+
+# name -> (component type, {input: (type, default, extra)}, {output: type}); extra holds min/max/enum/optional
+EXPECTED = {
+    "convert_to_image_directory": ("CommandComponent", {"input_path": ("AnyDirectory", None, {})},
+                                   {"output_path": "ImageDirectory"}),
+    "split_image_directory": ("CommandComponent", {
+        "input_path": ("ImageDirectory", None, {}),
+        "fraction": ("Float", 0.9, {"min": 0.0, "max": 1.0}),
+        "random_seed": ("Integer", 42, {"min": 0}),
+    }, {"output_path1": "ImageDirectory", "output_path2": "ImageDirectory"}),
+    "init_image_transformation": ("CommandComponent", {
+        "resize": ("Boolean", True, {}), "size": ("Integer", 256, {"min": 1}),
+        "center_crop": ("Boolean", True, {}), "crop_size": ("Integer", 224, {"min": 1}),
+        "pad": ("Boolean", False, {}), "padding": ("Integer", 0, {"min": 0}),
+        "color_jitter": ("Boolean", False, {}), "grayscale": ("Boolean", False, {}),
+        "random_resized_crop": ("Boolean", False, {}), "random_resized_crop_size": ("Integer", 256, {"min": 1}),
+        "random_crop": ("Boolean", False, {}), "random_crop_size": ("Integer", 224, {"min": 1}),
+        "random_horizontal_flip": ("Boolean", True, {}), "random_vertical_flip": ("Boolean", False, {}),
+        "random_rotation": ("Boolean", False, {}), "random_rotation_degrees": ("Integer", 0, {"min": 0, "max": 180}),
+        "random_affine": ("Boolean", False, {}), "random_affine_degrees": ("Integer", 0, {"min": 0, "max": 180}),
+        "random_grayscale": ("Boolean", False, {}), "random_perspective": ("Boolean", False, {}),
+        "random_erasing": ("Boolean", False, {}),
+    }, {"output_path": "TransformationDirectory"}),
+    "apply_image_transformation": ("CommandComponent", {
+        "input_transformation_path": ("TransformationDirectory", None, {}),
+        "input_image_path": ("ImageDirectory", None, {}),
+        "mode": ("enum", "For inference", {"enum": ["For training", "For inference"]}),
+    }, {"output_path": "ImageDirectory"}),
+}
+
+
+def test_every_spec_is_covered():
+    assert {p.stem for p in SPECS} >= set(EXPECTED)
+    assert len(SPECS) >= 4
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_spec_loads_and_validates(spec):
+    component = load_component(spec)
+    result = component._validate()
+    assert result.passed, result.error_messages
+    assert component.name == spec.stem
+    assert component.display_name and component.description and component.version
+    for name, port in {**component.inputs, **component.outputs}.items():
+        assert port.description, f"{spec.name}: {name} has no description for the designer UI"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_spec_ports_and_parameters(name):
+    component = load_component(REPO / "components" / f"{name}.yaml")
+    kind, inputs, outputs = EXPECTED[name]
+    assert component.type == kind
+    assert set(component.inputs) == set(inputs)
+    for key, (typ, default, extra) in inputs.items():
+        port = component.inputs[key]
+        assert port.type == typ, key
+        if isinstance(default, bool):
+            assert str(port.default).lower() == str(default).lower(), key
+        elif default is not None:
+            assert type(default)(port.default) == default, key
+        for attr, expected in extra.items():
+            assert getattr(port, attr) == expected, (key, attr)
+    assert {k: v.type for k, v in component.outputs.items()} == outputs
+
+
+def _command_flags(command: str) -> list[tuple[str, str]]:
+    """(flag, placeholder) pairs of a designer command, optional [...] blocks included."""
+    text = command.replace("[", " ").replace("]", " ")
+    tokens = shlex.split(text)
+    return [(tokens[i], tokens[i + 1]) for i in range(len(tokens) - 1) if tokens[i].startswith("--")]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_command_matches_ports_and_entry_module(spec):
+    component = load_component(spec)
+    command = component.command
+    module_name = re.search(r"-m (designer_resnet\.components\.\w+)", command).group(1)
+    module = importlib.import_module(module_name)
+    parser = module.build_parser()
+    accepted = {opt for action in parser._actions for opt in action.option_strings}
+    placeholders = set(re.findall(r"\{(inputs|outputs)\.(\w+)\}", command))
+    declared = {("inputs", k) for k in component.inputs} | {("outputs", k) for k in component.outputs}
+    assert placeholders == declared, "every port appears in the command and nothing else"
+    for flag, value in _command_flags(command):
+        assert flag in accepted, f"{spec.name}: {flag} is not accepted by {module_name}"
+        assert re.fullmatch(r"\{(inputs|outputs)\.\w+\}", value), (flag, value)
+    assert (spec.parent / component.code).resolve() == (REPO / "src").resolve()
+    assert (REPO / "src" / "designer_resnet" / "components" / f"{module_name.rsplit('.', 1)[1]}.py").exists()
+
+
+def test_a_broken_spec_fails_validation(tmp_path):
+    """The loader is a real judge: a missing code folder, conda file or port type fails."""
+    from marshmallow.exceptions import ValidationError
+
+    text = (REPO / "components" / "split_image_directory.yaml").read_text()
+    (tmp_path / "components").mkdir()
+    bad = tmp_path / "components" / "split_image_directory.yaml"
+    bad.write_text(text)
+    with pytest.raises(ValidationError, match="code"):
+        load_component(bad)
+    (tmp_path / "src").mkdir()
+    result = load_component(bad)._validate()
+    assert not result.passed and "conda_dependencies_file" in str(result.error_messages)
+    (tmp_path / "environments").mkdir()
+    (tmp_path / "environments" / "conda.yaml").write_text("name: x\n")
+    assert load_component(bad)._validate().passed
+    bad.write_text(text.replace("type: Float", "type: Floaty"))
+    with pytest.raises(ValidationError, match="Floaty"):
+        load_component(bad)
+
+
+def test_environment_asset_loads():
+    env = load_environment(REPO / "environments" / "designer-resnet.yaml")
+    assert env.name == "designer-resnet" and "cuda" in env.image
+    assert "torchvision>=0.29" in (REPO / "environments" / "conda.yaml").read_text()

@@ -1,0 +1,132 @@
+"""Init and Apply Image Transformation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from designer_resnet.components import init_image_transformation
+from designer_resnet.data.convert import convert_to_image_directory
+from designer_resnet.directories.image_directory import ImageDirectory
+from designer_resnet.directories.meta import write_meta
+from designer_resnet.directories.transformation_directory import (
+    read_transformation_directory,
+    write_transformation_directory,
+)
+from designer_resnet.errors import UserError
+from designer_resnet.transforms.apply import apply_image_transformation
+from designer_resnet.transforms.ops import designer_ops, pending_ops, plan, tensor_pipeline, validate_ops
+
+from conftest import make_image, run_module
+
+
+def test_designer_defaults():
+    assert designer_ops() == [["Resize", 256], ["CenterCrop", 224], ["RandomHorizontalFlip", {}]]
+
+
+def test_init_writes_transformation_directory(tmp_path):
+    init_image_transformation.main(["--output_path", str(tmp_path / "t"), "--resize", "False", "--center_crop", "true",
+                                    "--crop_size", "12", "--random_rotation", "TRUE", "--random_rotation_degrees", "30",
+                                    "--random_horizontal_flip", "0", "--pad", "1", "--padding", "2"])
+    meta = yaml.safe_load((tmp_path / "t" / "_meta.yaml").read_text())
+    assert meta == {"type": "TransformationDirectory", "transform_type": "Image"}
+    ops = json.loads((tmp_path / "t" / "_transforms.json").read_text())
+    assert ops == [["CenterCrop", 12], ["Pad", 2], ["RandomRotation", 30]]
+
+
+def test_transformation_round_trip(tmp_path):
+    ops = [["Resize", [[10, 12]]], ["ColorJitter", {"brightness": 0.2}], ["Normalize", {"mean": [0.5] * 3, "std": [0.2] * 3}]]
+    write_transformation_directory(tmp_path, ops)
+    assert read_transformation_directory(tmp_path) == ops
+
+
+def test_unknown_and_malformed_ops_are_refused(tmp_path):
+    write_transformation_directory(tmp_path, [["Resize", 8], ["Lambda", {}]])
+    with pytest.raises(UserError, match="unknown transform 'Lambda'"):
+        read_transformation_directory(tmp_path)
+    with pytest.raises(UserError, match="Resize does not accept"):
+        validate_ops([["Resize", {"sise": 3}]])
+    with pytest.raises(UserError, match="is not an \\[op, args\\] pair"):
+        validate_ops([42])
+
+
+def test_plan_defers_from_the_first_random_op():
+    ops = [["Resize", 8], ["RandomCrop", 6], ["CenterCrop", 4], ["Normalize", {"mean": [0] * 3, "std": [1] * 3}]]
+    assert plan(ops, "training") == (ops[:1], ops[1:])
+    # Inference drops the random crop; the centre crop can then be written too.
+    assert plan(ops, "inference") == ([["Resize", 8], ["CenterCrop", 4]], [ops[3]])
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    for i, size in enumerate([(40, 30), (25, 50), (64, 64)]):
+        make_image(tmp_path / "src" / ("a" if i < 2 else "b") / f"{i}.png", size=size)
+    convert_to_image_directory(tmp_path / "src", tmp_path / "images")
+    return tmp_path / "images"
+
+
+def test_inference_mode_writes_images_of_the_implied_size(image_dir, tmp_path):
+    write_transformation_directory(tmp_path / "t", designer_ops(size=20, crop_size=16, random_rotation=True,
+                                                                random_rotation_degrees=10))
+    report = apply_image_transformation(tmp_path / "t", image_dir, tmp_path / "out", mode="For inference")
+    assert report.written == 3 and report.deferred == []
+    out = ImageDirectory.load(tmp_path / "out")
+    assert out.categories == ["a", "b"]
+    for row in out.rows:
+        assert out.open_image(row).size == (16, 16)
+        assert (row["image_info"]["width"], row["image_info"]["height"]) == (16, 16)
+    assert pending_ops(out.extension) == []
+
+
+def test_training_mode_records_random_ops_for_every_epoch(image_dir, tmp_path):
+    write_transformation_directory(tmp_path / "t", [["Resize", [[12, 14]]], ["RandomHorizontalFlip", {"p": 1.0}],
+                                                    ["CenterCrop", 10]])
+    report = apply_image_transformation(tmp_path / "t", image_dir, tmp_path / "out", mode="For training")
+    assert report.applied == [["Resize", [[12, 14]]]]
+    out = ImageDirectory.load(tmp_path / "out")
+    assert all(out.open_image(r).size == (14, 12) for r in out.rows)
+    pending = pending_ops(out.extension)
+    assert pending == [["RandomHorizontalFlip", {"p": 1.0}], ["CenterCrop", 10]]
+    tensor = tensor_pipeline(pending)(out.open_image(out.rows[0]))
+    assert tensor.shape == (3, 10, 10)
+
+
+def test_applying_twice_keeps_the_deferred_order(image_dir, tmp_path):
+    write_transformation_directory(tmp_path / "t1", [["RandomHorizontalFlip", {}]])
+    write_transformation_directory(tmp_path / "t2", [["Resize", [[8, 8]]]])
+    apply_image_transformation(tmp_path / "t1", image_dir, tmp_path / "o1", mode="For training")
+    apply_image_transformation(tmp_path / "t2", tmp_path / "o1", tmp_path / "o2", mode="For training")
+    out = ImageDirectory.load(tmp_path / "o2")
+    # The flip must still come before the resize, so the resize is deferred too.
+    assert pending_ops(out.extension) == [["RandomHorizontalFlip", {}], ["Resize", [[8, 8]]]]
+    apply_image_transformation(tmp_path / "t2", tmp_path / "o1", tmp_path / "o3", mode="For inference")
+    inferred = ImageDirectory.load(tmp_path / "o3")
+    assert pending_ops(inferred.extension) == [] and inferred.open_image(inferred.rows[0]).size == (8, 8)
+
+
+def test_tensor_pipeline_puts_to_tensor_before_tensor_ops():
+    from PIL import Image
+
+    img = Image.new("RGB", (4, 4), (255, 0, 0))
+    out = tensor_pipeline([["Normalize", {"mean": [0.5] * 3, "std": [0.5] * 3}]])(img)
+    assert torch.allclose(out[0], torch.ones(4, 4)) and torch.allclose(out[1], -torch.ones(4, 4))
+
+
+def test_wrong_port_connected_to_apply(image_dir, tmp_path):
+    (tmp_path / "model").mkdir()
+    write_meta(tmp_path / "model", {"type": "ModelDirectory"})
+    result = run_module("apply_image_transformation", "--input_transformation_path", tmp_path / "model",
+                        "--input_image_path", image_dir, "--output_path", tmp_path / "out")
+    assert result.returncode == 1
+    assert "input_transformation_path: expected TransformationDirectory but" in result.stderr
+    assert "is a ModelDirectory" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_bad_mode_is_refused(image_dir, tmp_path):
+    write_transformation_directory(tmp_path / "t", designer_ops())
+    result = run_module("apply_image_transformation", "--input_transformation_path", tmp_path / "t",
+                        "--input_image_path", image_dir, "--mode", "For fun", "--output_path", tmp_path / "out")
+    assert result.returncode == 1 and "invalid choice: 'For fun'" in result.stderr
