@@ -10,4 +10,7 @@ COMPONENTS = {
     "split": "split_image_directory",
     "init-transform": "init_image_transformation",
     "apply-transform": "apply_image_transformation",
+    "resnet": "resnet",
+    "densenet": "densenet",
+    "train": "train_pytorch_model",
 }

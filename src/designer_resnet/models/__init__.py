@@ -1,0 +1,1 @@
+"""Architecture registry, weights loading, and model directories."""

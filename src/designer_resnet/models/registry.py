@@ -1,0 +1,132 @@
+"""Architectures on torchvision, ImageNet weights, and classifier heads.
+
+Networks are always built without weights; pretrained tensors are read
+with `torch.load(weights_only=True)` from the torch hub cache (or a file the
+user gives) and loaded into it, then the 1000-way head is replaced by a
+fresh layer sized for the training data's classes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from ..errors import UserError
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+           "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+# The designer's ResNet module offers these; resnext101_64x4d is ours on top.
+DESIGNER_RESNETS = RESNETS[:7] + RESNETS[8:]
+DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
+FAMILIES = {"ResNet": RESNETS, "DenseNet": DENSENETS}
+WEIGHT_CHOICES = ("DEFAULT", "IMAGENET1K_V1")
+# ImageNet normalisation every torchvision classification weight was trained with.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# Old DenseNet checkpoints name layers `norm.1`; current modules say `norm1`.
+_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def family_of(model_name: str) -> str:
+    for family, names in FAMILIES.items():
+        if model_name in names:
+            return family
+    raise UserError(f"model_name: {model_name!r} is not one of {', '.join(RESNETS + DENSENETS)}")
+
+
+def weights_enum(model_name: str, choice: str):
+    """The torchvision weights entry for `choice` ('DEFAULT' = best available)."""
+    if choice not in WEIGHT_CHOICES:
+        raise UserError(f"weights: {choice!r} is not one of {', '.join(WEIGHT_CHOICES)}")
+    return getattr(tvm.get_model_weights(model_name), choice)
+
+
+def cache_path(model_name: str, choice: str) -> Path:
+    """Where torch hub keeps this weights file (`$TORCH_HOME/hub/checkpoints/<file>`)."""
+    url = weights_enum(model_name, choice).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def resolve_weights(model_name: str, choice: str = "DEFAULT", weights_file: str | Path | None = None) -> Path:
+    """A local file holding the pretrained state dict: the given file, the cache, or a download.
+
+    Offline with neither → UserError naming both ways out.
+    """
+    if weights_file is not None:
+        path = Path(weights_file)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".pth", ".pt") and p.is_file())
+            if len(files) != 1:
+                raise UserError(f"weights_file: {path} must hold exactly one .pth/.pt file, found {len(files)}")
+            path = files[0]
+        if not path.is_file():
+            raise UserError(f"weights_file: {path} does not exist; give the .pth file of the ImageNet weights")
+        return path
+    cached = cache_path(model_name, choice)
+    if cached.is_file():
+        return cached
+    url = weights_enum(model_name, choice).url
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        hash_prefix = re.search(r"-([a-f0-9]+)\.", os.path.basename(url))
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix.group(1) if hash_prefix else None, progress=True)
+    except Exception as exc:  # no network, proxy, DNS, HTTP errors all look different
+        cached.unlink(missing_ok=True)
+        raise UserError(
+            f"pretrained: cannot download {model_name} {choice} weights ({exc.__class__.__name__}); "
+            f"put {os.path.basename(url)} in the torch hub cache ({cached.parent}, set TORCH_HOME to move it) "
+            f"or connect the file to the weights_file input, or set pretrained to false"
+        ) from None
+    return cached
+
+
+def load_weights(path: Path, *, what: str = "weights_file") -> dict:
+    """A state dict from a file, with no code execution (`weights_only=True`)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{what}: {path.name} is not a readable PyTorch weights file ({exc.__class__.__name__}); "
+                        "give the .pth state dict from torchvision") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{what}: {path.name} does not hold a state dict of tensors")
+    return {_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+
+
+def build_backbone(model_name: str, *, zero_init_residual: bool = False, memory_efficient: bool = False) -> nn.Module:
+    """The torchvision network with its ImageNet 1000-way head, no weights loaded."""
+    family = family_of(model_name)
+    kwargs = {"zero_init_residual": zero_init_residual} if family == "ResNet" else {"memory_efficient": memory_efficient}
+    return tvm.get_model(model_name, weights=None, **kwargs)
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the final layer for a fresh `num_classes`-way linear layer."""
+    if isinstance(getattr(model, "fc", None), nn.Linear):
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    elif isinstance(getattr(model, "classifier", None), nn.Linear):
+        model.classifier = nn.Linear(model.classifier.in_features, num_classes)
+    else:
+        raise TypeError(f"{type(model).__name__} has no fc or classifier layer to replace")
+    return model
+
+
+def build_model(model_name: str, num_classes: int, *, pretrained_state: dict | None = None,
+                zero_init_residual: bool = False, memory_efficient: bool = False) -> nn.Module:
+    """The classifier: backbone, optional ImageNet tensors, then a `num_classes` head."""
+    model = build_backbone(model_name, zero_init_residual=zero_init_residual, memory_efficient=memory_efficient)
+    if pretrained_state is not None:
+        try:
+            model.load_state_dict(pretrained_state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise UserError(f"weights_file: the weights do not fit {model_name} ({first}); "
+                            f"give the ImageNet weights of {model_name}") from None
+    return replace_head(model, num_classes)

@@ -1,0 +1,1 @@
+"""Train PyTorch Model: one loop for single-process and DDP training."""

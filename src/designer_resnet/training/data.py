@@ -1,0 +1,93 @@
+"""Training and validation data: ImageDirectory rows -> normalised tensors."""
+
+from __future__ import annotations
+
+import logging
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..directories.image_directory import ImageDirectory
+from ..errors import UserError
+from ..transforms.ops import RANDOM_OPS, pending_ops, tensor_pipeline
+
+log = logging.getLogger(__name__)
+
+# Ops whose output size does not depend on the input size.
+FIXED_SIZE_OPS = frozenset({"CenterCrop", "RandomCrop", "RandomResizedCrop"})
+DEFAULT_INPUT_SIZE = 224
+
+
+class ImageDataset(Dataset):
+    """(tensor, class index) pairs, decoding one image per item."""
+
+    def __init__(self, directory: ImageDirectory, ops: list, class_index: dict[str, int]):
+        self.directory = directory
+        self.rows = directory.rows
+        self.transform = tensor_pipeline(ops)
+        self.targets = [class_index[directory.label(r)] for r in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.directory.open_image(self.rows[i])), self.targets[i]
+
+
+def image_sizes(directory: ImageDirectory) -> set[tuple[int, int]]:
+    """Distinct (width, height) of the files, from the rows or the image headers."""
+    sizes = set()
+    for row in directory.rows:
+        info = row.get(directory.image_ref) or {}
+        if "width" in info and "height" in info:
+            sizes.add((int(info["width"]), int(info["height"])))
+        else:
+            with Image.open(directory.image_path(row)) as img:  # header only, no decode
+                sizes.add(img.size)
+    return sizes
+
+
+def size_ops(train: ImageDirectory, valid: ImageDirectory) -> list:
+    """A Resize to the model's input size when image sizes differ and nothing fixes them.
+
+    The designer crashes on mixed sizes; we resize with a warning instead.
+    """
+    pending = pending_ops(train.extension) + pending_ops(valid.extension)
+    if any(op[0] in FIXED_SIZE_OPS for op in pending):
+        return []
+    sizes = image_sizes(train) | image_sizes(valid)
+    if len(sizes) <= 1:
+        return []
+    log.warning("images have %d different sizes and no crop fixes them; resizing all to %dx%d "
+                "(use Init/Apply Image Transformation to choose)", len(sizes), DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+    return [["Resize", [[DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE]]]]
+
+
+def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int) -> None:
+    """The errors a user can cause with the data, each as one clear line."""
+    for name, d in (("training_data", train), ("validation_data", valid)):
+        if not d.labelled:
+            raise UserError(f"{name}: the images have no labels; use a folder with one sub-folder per class "
+                            "and convert it with Convert to Image Directory")
+    valid_labels = {valid.label(r) for r in valid.rows}
+    unknown = sorted(valid_labels - set(train.categories))
+    if unknown:
+        raise UserError(f"validation_data: classes {', '.join(map(repr, unknown[:5]))} are not in the training data's "
+                        f"classes ({', '.join(train.categories[:10])}); split both sets from the same labelled data")
+    present = {train.label(r) for r in train.rows}
+    if len(present) < 2:
+        raise UserError(f"training_data: has images of {len(present)} class; classification needs at least 2")
+    if batch_size > len(train):
+        raise UserError(f"batch_size: {batch_size} is larger than the training set ({len(train)} images); "
+                        f"use a batch size of at most {len(train)}")
+
+
+def transforms_for(train: ImageDirectory, valid: ImageDirectory, mean: list, std: list) -> tuple[list, list, list]:
+    """Op lists for training, validation, and the model's own inference pre-processing."""
+    normalize = [["Normalize", {"mean": mean, "std": std}]]
+    resize = size_ops(train, valid)
+    train_ops = resize + pending_ops(train.extension) + normalize
+    valid_ops = resize + [op for op in pending_ops(valid.extension) if op[0] not in RANDOM_OPS] + normalize
+    inference_ops = resize + [op for op in pending_ops(train.extension) if op[0] not in RANDOM_OPS]
+    return train_ops, valid_ops, inference_ops
+

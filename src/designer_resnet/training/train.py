@@ -1,0 +1,312 @@
+"""Train PyTorch Model, top to bottom: data, model, one epoch, evaluation, main loop.
+
+The same code runs single-process (CPU or one GPU) and as DDP under torchrun,
+Azure ML's torch.distributed launcher or MPI. Only rank 0 writes anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from ..directories import StagedOutput
+from ..directories.image_directory import ImageDirectory
+from ..errors import UserError
+from ..models.model_directory import read_untrained, write_trained
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .data import ImageDataset, check_datasets, transforms_for
+from .distributed import DistInfo, init_distributed, shutdown
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 16
+    warmup_step_number: int = 0
+    learning_rate: float = 0.001
+    random_seed: int = 1
+    patience: int = 3
+    print_frequency: int = 10
+    workers: int | None = None
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_error: float
+    images_per_second: float
+    valid_loss: float
+    top1: float
+    top5: float
+
+
+class ShardSampler(Sampler):
+    """Every rank evaluates its own slice, no padding, so metrics count each image once."""
+
+    def __init__(self, n: int, info: DistInfo):
+        self.indices = list(range(info.rank, n, info.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(warmup: int, total: int, power: float = 0.9):
+    """Linear warmup over `warmup` steps, then polynomial decay to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 1.0 - progress) ** power
+
+    return factor
+
+
+def loader_workers(device: torch.device, info: DistInfo) -> int:
+    """Enough decoding processes to feed a GPU; on CPU the cores are the model's."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cpus // max(1, info.local_world_size))
+    if device.type == "cuda":
+        return min(8, per_process)
+    return 0 if per_process <= 4 else min(4, per_process // 4)
+
+
+def make_loaders(train_set, valid_set, cfg: TrainConfig, info: DistInfo, device: torch.device):
+    workers = cfg.workers if cfg.workers is not None else loader_workers(device, info)
+    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+    if info.enabled:
+        train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.random_seed)
+        train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=False, **common)
+    else:
+        train_sampler = None
+        generator = torch.Generator()
+        train_loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=generator, **common)
+    valid_loader = DataLoader(valid_set, cfg.batch_size, sampler=ShardSampler(len(valid_set), info), **common)
+    return train_loader, train_sampler, valid_loader
+
+
+def _all_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if info.enabled:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfig, epoch: int, info: DistInfo):
+    model.train()
+    criterion = nn.CrossEntropyLoss()
+    amp = device.type == "cuda"
+    total_loss = total_wrong = seen = 0.0
+    start = time.perf_counter()
+    for step, (images, targets) in enumerate(loader, 1):
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if amp:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+            loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        n = targets.numel()
+        total_loss += loss.item() * n
+        total_wrong += (logits.argmax(1) != targets).sum().item()
+        seen += n
+        if info.is_main and cfg.print_frequency and step % cfg.print_frequency == 0:
+            log.info("epoch %d [%d/%d] loss %.4f lr %.6f", epoch, step, len(loader), loss.item(),
+                     optimizer.param_groups[0]["lr"])
+    elapsed = time.perf_counter() - start
+    loss_sum, wrong, count = _all_sum([total_loss, total_wrong, seen], device, info)
+    return loss_sum / count, wrong / count, count / elapsed
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, info: DistInfo):
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    amp = device.type == "cuda"
+    loss_sum = top1 = top5 = seen = 0.0
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if amp:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += criterion(logits, targets).item()
+        k = min(5, logits.shape[1])
+        best = logits.topk(k, dim=1).indices
+        top1 += (best[:, 0] == targets).sum().item()
+        top5 += (best == targets[:, None]).any(dim=1).sum().item()
+        seen += targets.numel()
+    loss_sum, top1, top5, seen = _all_sum([loss_sum, top1, top5, seen], device, info)
+    return loss_sum / seen, top1 / seen, top5 / seen
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write never leaves a broken checkpoint
+
+
+def _load_checkpoint(folder: Path | None, cfg: TrainConfig, model_name: str, categories: list[str]) -> dict | None:
+    if folder is None or not (folder / CHECKPOINT).is_file():
+        return None
+    try:
+        ckpt = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint_path: {CHECKPOINT} cannot be read ({exc.__class__.__name__}); "
+                        "empty the folder to start over") from None
+    same = (ckpt.get("model_name") == model_name and ckpt.get("categories") == categories
+            and ckpt.get("config", {}).get("batch_size") == cfg.batch_size)
+    if not same:
+        raise UserError("checkpoint_path: the checkpoint is of another model, class list or batch size; "
+                        "point to an empty folder to start over")
+    return ckpt
+
+
+def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, checkpoint_dir=None) -> list[EpochResult]:
+    """Train and write the best epoch's model to `output_dir` (rank 0). Returns the per-epoch results."""
+    info = init_distributed()
+    try:
+        return _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info)
+    finally:
+        shutdown(info)
+
+
+def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info: DistInfo):
+    untrained = read_untrained(untrained_dir, input_name="untrained_model")
+    train_dir_ = ImageDirectory.load(train_dir, input_name="training_data")
+    valid_dir_ = ImageDirectory.load(valid_dir, input_name="validation_data")
+    check_datasets(train_dir_, valid_dir_, cfg.batch_size)
+    categories = train_dir_.categories
+    class_index = {c: i for i, c in enumerate(categories)}
+    train_ops, valid_ops, inference_ops = transforms_for(train_dir_, valid_dir_, IMAGENET_MEAN, IMAGENET_STD)
+
+    device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.random_seed)
+    model = untrained.build(len(categories)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if info.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+
+    train_set = ImageDataset(train_dir_, train_ops, class_index)
+    valid_set = ImageDataset(valid_dir_, valid_ops, class_index)
+    train_loader, train_sampler, valid_loader = make_loaders(train_set, valid_set, cfg, info, device)
+    # The designer scales the learning rate with the number of processes.
+    lr = cfg.learning_rate * info.world_size
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    total_steps = cfg.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_step_number, total_steps))
+
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    history: list[EpochResult] = []
+    best_top1, best_state, best_epoch = -1.0, None, 0
+    best_loss, stale = math.inf, 0
+    start_epoch = 1
+    ckpt = _load_checkpoint(checkpoint_dir, cfg, untrained.model_name, categories)
+    if ckpt is not None:
+        _unwrap(model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        history = [EpochResult(**h) for h in ckpt["history"]]
+        best_top1, best_epoch, best_loss, stale = ckpt["best_top1"], ckpt["best_epoch"], ckpt["best_loss"], ckpt["stale"]
+        best_state = ckpt["best_model"]
+        start_epoch = ckpt["epoch"] + 1
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if info.is_main:
+            log.info("resuming after epoch %d from %s", ckpt["epoch"], checkpoint_dir / CHECKPOINT)
+
+    stopped_early = bool(ckpt and ckpt.get("stopped"))
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stopped_early:
+            break
+        # Per-epoch seeds make shuffling and augmentation independent of history, so a resumed run matches.
+        torch.manual_seed(cfg.random_seed * 1000 + epoch * 10 + info.rank)
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)
+        else:
+            train_loader.generator.manual_seed(cfg.random_seed * 1000 + epoch)
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_error, speed = train_one_epoch(model, train_loader, optimizer, scheduler, device, cfg, epoch, info)
+        valid_loss, top1, top5 = evaluate(model, valid_loader, device, info)
+        result = EpochResult(epoch, epoch_lr, train_loss, train_error, speed * 1.0, valid_loss, top1, top5)
+        history.append(result)
+        if top1 > best_top1:
+            best_top1, best_epoch = top1, epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+        if valid_loss < best_loss:
+            best_loss, stale = valid_loss, 0
+        else:
+            stale += 1
+        stop = stale >= cfg.patience and epoch < cfg.epochs
+        if info.is_main:
+            log.info("epoch %d/%d: train loss %.4f error %.4f (%.0f img/s), valid loss %.4f top-1 %.4f top-5 %.4f%s",
+                     epoch, cfg.epochs, train_loss, train_error, speed, valid_loss, top1, top5,
+                     "  (best)" if best_epoch == epoch else "")
+            if checkpoint_dir is not None:
+                checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                _save_checkpoint(checkpoint_dir / CHECKPOINT, {
+                    "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "config": asdict(cfg),
+                    "model_name": untrained.model_name, "categories": categories,
+                    "history": [asdict(h) for h in history], "best_top1": best_top1, "best_epoch": best_epoch,
+                    "best_loss": best_loss, "stale": stale, "best_model": best_state,
+                    "rng_cpu": torch.get_rng_state(), "stopped": stop})
+        if stop:
+            if info.is_main:
+                log.info("early stop: validation loss has not decreased for %d epoch(s)", cfg.patience)
+            break
+
+    if info.is_main:
+        final = copy.deepcopy(_unwrap(model)).to("cpu")
+        final.load_state_dict(best_state)
+        from ..models.model_directory import default_preprocess
+        from .report import log_metrics, plot_curves
+
+        with StagedOutput(output_dir, output_name="trained_model") as stage:
+            # Two rows, so the exported graph keeps a dynamic batch dimension.
+            example = torch.stack([valid_set[0][0], valid_set[min(1, len(valid_set) - 1)][0]])
+            write_trained(stage.path, final, untrained, categories, default_preprocess(inference_ops), example,
+                          extra={"best_epoch": best_epoch, "best_top1": best_top1, "epochs_run": len(history),
+                                 "world_size": info.world_size, "config": asdict(cfg)})
+            plot_curves(history, stage.path / "training_curves.png")
+            log_metrics(history, cfg, untrained.init_params, stage.path)
+        log.info("best epoch %d: top-1 %.4f; model written to %s", best_epoch, best_top1, output_dir)
+    return history
