@@ -41,12 +41,48 @@ EXPECTED = {
         "input_image_path": ("ImageDirectory", None, {}),
         "mode": ("enum", "For inference", {"enum": ["For training", "For inference"]}),
     }, {"output_path": "ImageDirectory"}),
+    "resnet": ("CommandComponent", {
+        "model_name": ("enum", "resnext101_32x8d", {"enum": [
+            "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]}),
+        "pretrained": ("Boolean", True, {}),
+        "weights": ("enum", "DEFAULT", {"enum": ["DEFAULT", "IMAGENET1K_V1"]}),
+        "zero_init_residual": ("Boolean", False, {}),
+        "weights_file": ("AnyDirectory", None, {"optional": True}),
+    }, {"output_path": "UntrainedModelDirectory"}),
+    "densenet": ("CommandComponent", {
+        "model_name": ("enum", "densenet201", {"enum": ["densenet121", "densenet161", "densenet169", "densenet201"]}),
+        "pretrained": ("Boolean", True, {}),
+        "weights": ("enum", "DEFAULT", {"enum": ["DEFAULT", "IMAGENET1K_V1"]}),
+        "memory_efficient": ("Boolean", False, {}),
+        "weights_file": ("AnyDirectory", None, {"optional": True}),
+    }, {"output_path": "UntrainedModelDirectory"}),
+    "train_pytorch_model": ("DistributedComponent", {
+        "untrained_model": ("UntrainedModelDirectory", None, {}),
+        "training_data": ("ImageDirectory", None, {}),
+        "validation_data": ("ImageDirectory", None, {}),
+        "epochs": ("Integer", 5, {"min": 1}),
+        "batch_size": ("Integer", 16, {"min": 1}),
+        "warmup_step_number": ("Integer", 0, {"min": 0}),
+        "learning_rate": ("Float", 0.001, {}),
+        "random_seed": ("Integer", 1, {}),
+        "patience": ("Integer", 3, {"min": 1}),
+        "print_frequency": ("Integer", 10, {"min": 1}),
+    }, {"trained_model": "ModelDirectory", "checkpoint_path": "AnyDirectory"}),
 }
+
+
+def command_of(component) -> str:
+    """The command line: `command`, or a DistributedComponent's launcher arguments."""
+    if component.type == "DistributedComponent":
+        assert component.launcher["type"] == "torch.distributed"
+        return component.launcher["additional_arguments"]
+    return component.command
 
 
 def test_every_spec_is_covered():
     assert {p.stem for p in SPECS} >= set(EXPECTED)
-    assert len(SPECS) >= 4
+    assert len(SPECS) >= 7
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
@@ -88,7 +124,7 @@ def _command_flags(command: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
 def test_command_matches_ports_and_entry_module(spec):
     component = load_component(spec)
-    command = component.command
+    command = command_of(component)
     module_name = re.search(r"-m (designer_resnet\.components\.\w+)", command).group(1)
     module = importlib.import_module(module_name)
     parser = module.build_parser()
