@@ -33,11 +33,11 @@ def build_parser() -> ComponentArgumentParser:
 def main(argv=None) -> None:
     args = vars(build_parser().parse_args(argv))
     dirs = {k: args.pop(k) for k in ("untrained_model", "training_data", "validation_data", "trained_model", "checkpoint_path")}
-    history = train(dirs["untrained_model"], dirs["training_data"], dirs["validation_data"], dirs["trained_model"],
-                    TrainConfig(**args), checkpoint_dir=dirs["checkpoint_path"])
-    if history:
-        best = max(history, key=lambda h: h.top1)
-        print(f"trained {len(history)} epoch(s); best validation top-1 {best.top1:.4f} at epoch {best.epoch}; "
+    result = train(dirs["untrained_model"], dirs["training_data"], dirs["validation_data"], dirs["trained_model"],
+                   TrainConfig(**args), checkpoint_dir=dirs["checkpoint_path"])
+    if result.model is not None:  # rank 0
+        best = result.history[result.best_epoch - 1]
+        print(f"trained {len(result.history)} epoch(s); best validation top-1 {best.top1:.4f} at epoch {best.epoch}; "
               f"model in {dirs['trained_model']}")
 
 

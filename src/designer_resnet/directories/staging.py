@@ -36,6 +36,8 @@ class StagedOutput:
             leftovers = [p for p in out.iterdir() if not p.name.startswith(_PREFIX)]
             if leftovers:
                 raise UserError(f"{self.output_name}: {out} is not empty; choose an empty or new folder")
+            for stale in out.iterdir():  # left by a killed run; never a finished output
+                shutil.rmtree(stale, ignore_errors=True)
         else:
             missing = [out, *[p for p in out.parents if not p.exists()]]
             try:

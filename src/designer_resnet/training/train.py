@@ -6,6 +6,7 @@ Azure ML's torch.distributed launcher or MPI. Only rank 0 writes anything.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -24,10 +25,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
-from ..models.model_directory import read_untrained, write_trained
+from ..models.model_directory import default_preprocess, read_untrained, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .data import ImageDataset, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
+from .report import MetricsLog, plot_curves
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -55,6 +57,13 @@ class EpochResult:
     valid_loss: float
     top1: float
     top5: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochResult]
+    model: nn.Module | None  # the best epoch's model on CPU (rank 0), as written
+    best_epoch: int
 
 
 class ShardSampler(Sampler):
@@ -198,16 +207,20 @@ def _load_checkpoint(folder: Path | None, cfg: TrainConfig, model_name: str, cat
     return ckpt
 
 
-def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, checkpoint_dir=None) -> list[EpochResult]:
-    """Train and write the best epoch's model to `output_dir` (rank 0). Returns the per-epoch results."""
+def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, checkpoint_dir=None) -> TrainResult:
+    """Train and write the best epoch's model to `output_dir` (rank 0)."""
     info = init_distributed()
     try:
-        return _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info)
+        with contextlib.ExitStack() as stack:
+            # Rank 0 claims the output first: a non-empty folder fails before any training.
+            stage = stack.enter_context(StagedOutput(output_dir, output_name="trained_model")) if info.is_main else None
+            return _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info, stage, stack)
     finally:
         shutdown(info)
 
 
-def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info: DistInfo):
+def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info: DistInfo,
+           stage: StagedOutput | None, stack: contextlib.ExitStack):
     untrained = read_untrained(untrained_dir, input_name="untrained_model")
     train_dir_ = ImageDirectory.load(train_dir, input_name="training_data")
     valid_dir_ = ImageDirectory.load(valid_dir, input_name="validation_data")
@@ -253,6 +266,13 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
         if info.is_main:
             log.info("resuming after epoch %d from %s", ckpt["epoch"], checkpoint_dir / CHECKPOINT)
 
+    metrics = None
+    if stage is not None:
+        metrics = MetricsLog(stage.path, Path(output_dir), {**asdict(cfg), "world_size": info.world_size,
+                                                            **{f"model_{k}": v for k, v in untrained.init_params.items()}})
+        stack.callback(metrics.close)
+        for past in history:
+            metrics.log_epoch(past)
     stopped_early = bool(ckpt and ckpt.get("stopped"))
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stopped_early:
@@ -266,8 +286,10 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
         epoch_lr = optimizer.param_groups[0]["lr"]
         train_loss, train_error, speed = train_one_epoch(model, train_loader, optimizer, scheduler, device, cfg, epoch, info)
         valid_loss, top1, top5 = evaluate(model, valid_loader, device, info)
-        result = EpochResult(epoch, epoch_lr, train_loss, train_error, speed * 1.0, valid_loss, top1, top5)
+        result = EpochResult(epoch, epoch_lr, train_loss, train_error, speed, valid_loss, top1, top5)
         history.append(result)
+        if metrics is not None:
+            metrics.log_epoch(result)
         if top1 > best_top1:
             best_top1, best_epoch = top1, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
@@ -294,19 +316,15 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
                 log.info("early stop: validation loss has not decreased for %d epoch(s)", cfg.patience)
             break
 
-    if info.is_main:
+    final = None
+    if stage is not None:
         final = copy.deepcopy(_unwrap(model)).to("cpu")
         final.load_state_dict(best_state)
-        from ..models.model_directory import default_preprocess
-        from .report import log_metrics, plot_curves
-
-        with StagedOutput(output_dir, output_name="trained_model") as stage:
-            # Two rows, so the exported graph keeps a dynamic batch dimension.
-            example = torch.stack([valid_set[0][0], valid_set[min(1, len(valid_set) - 1)][0]])
-            write_trained(stage.path, final, untrained, categories, default_preprocess(inference_ops), example,
-                          extra={"best_epoch": best_epoch, "best_top1": best_top1, "epochs_run": len(history),
-                                 "world_size": info.world_size, "config": asdict(cfg)})
-            plot_curves(history, stage.path / "training_curves.png")
-            log_metrics(history, cfg, untrained.init_params, stage.path)
+        # Two rows, so the exported graph keeps a dynamic batch dimension.
+        example = torch.stack([valid_set[0][0], valid_set[min(1, len(valid_set) - 1)][0]])
+        write_trained(stage.path, final, untrained, categories, default_preprocess(inference_ops), example,
+                      extra={"best_epoch": best_epoch, "best_top1": best_top1, "epochs_run": len(history),
+                             "world_size": info.world_size, "config": asdict(cfg)})
+        plot_curves(history, stage.path / "training_curves.png")
         log.info("best epoch %d: top-1 %.4f; model written to %s", best_epoch, best_top1, output_dir)
-    return history
+    return TrainResult(history, final, best_epoch)
