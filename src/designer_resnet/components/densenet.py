@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import run_entry
-from ..models.create import create_untrained_model
+from ..models.create import create_and_report
 from ..models.registry import DENSENETS, WEIGHT_CHOICES
 from ._args import ComponentArgumentParser, boolean
 
@@ -26,9 +26,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     params = {"model_name": args.model_name, "pretrained": args.pretrained, "weights": args.weights,
               "memory_efficient": args.memory_efficient}
-    used = create_untrained_model(args.output_path, params, weights_file=args.weights_file)
-    source = f" with ImageNet weights from {used}" if used else " (random initialisation)"
-    print(f"wrote untrained {args.model_name}{source} to {args.output_path}")
+    create_and_report(params, args.output_path, args.weights_file)
 
 
 if __name__ == "__main__":

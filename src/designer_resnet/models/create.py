@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..directories import StagedOutput
 from .model_directory import write_untrained
-from .registry import family_of, load_weights, resolve_weights, build_model
+from .registry import build_model, family_of, load_weights, resolve_weights
 
 
 def create_untrained_model(output_dir: str | Path, init_params: dict, *, weights_file: str | Path | None = None) -> Path | None:
@@ -23,3 +23,10 @@ def create_untrained_model(output_dir: str | Path, init_params: dict, *, weights
     with StagedOutput(output_dir, output_name="output_path") as stage:
         write_untrained(stage.path, init_params, weights)
     return weights
+
+
+def create_and_report(params: dict, output_path: str, weights_file: str | None) -> None:
+    """Entry-module body shared by ResNet and DenseNet: create, then say what was written."""
+    used = create_untrained_model(output_path, params, weights_file=weights_file)
+    source = f" with ImageNet weights from {used}" if used else " (random initialisation)"
+    print(f"wrote untrained {params['model_name']}{source} to {output_path}")

@@ -108,6 +108,10 @@ def loader_workers(device: torch.device, info: DistInfo) -> int:
 
 def make_loaders(train_set, valid_set, cfg: TrainConfig, info: DistInfo, device: torch.device):
     workers = cfg.workers if cfg.workers is not None else loader_workers(device, info)
+    if workers == 0:
+        for name, dataset in (("training", train_set), ("validation", valid_set)):
+            if dataset.enable_cache():
+                log.debug("caching decoded %s images in memory", name)
     common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
     if info.enabled:
         train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.random_seed)
