@@ -127,7 +127,7 @@ def write_trained(path: Path, model: nn.Module, untrained: UntrainedModel, categ
     import mlflow.pytorch
 
     model = model.to("cpu").eval()
-    scratch = path.parent / (path.name + ".mlflow")
+    scratch = path / ".mlflow-export"  # inside the output, so a failure's clean-up removes it too
     mlflow.pytorch.save_model(model, str(scratch), input_example=example.numpy(),
                               pip_requirements=["torch", "torchvision"])
     for child in scratch.iterdir():

@@ -131,6 +131,14 @@ def _all_sum(values: list[float], device: torch.device, info: DistInfo) -> list[
     return t.tolist()
 
 
+def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device):
+    """A batch on the device; channels_last on CUDA, where convolutions are faster in it."""
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets.to(device, non_blocking=True)
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfig, epoch: int, info: DistInfo):
     model.train()
     criterion = nn.CrossEntropyLoss()
@@ -138,10 +146,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfi
     total_loss = total_wrong = seen = 0.0
     start = time.perf_counter()
     for step, (images, targets) in enumerate(loader, 1):
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if amp:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images)
             loss = criterion(logits, targets)
@@ -168,10 +173,7 @@ def evaluate(model, loader, device, info: DistInfo):
     amp = device.type == "cuda"
     loss_sum = top1 = top5 = seen = 0.0
     for images, targets in loader:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        if amp:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images)
         logits = logits.float()
