@@ -69,6 +69,15 @@ EXPECTED = {
         "patience": ("Integer", 3, {"min": 1}),
         "print_frequency": ("Integer", 10, {"min": 1}),
     }, {"trained_model": "ModelDirectory", "checkpoint_path": "AnyDirectory"}),
+    "score_image_model": ("CommandComponent", {
+        "trained_model": ("ModelDirectory", None, {}),
+        "dataset": ("ImageDirectory", None, {}),
+        "batch_size": ("Integer", 64, {"min": 1}),
+    }, {"scored_dataset": "DataFrameDirectory"}),
+    "evaluate_model": ("CommandComponent", {
+        "scored_dataset": ("DataFrameDirectory", None, {}),
+        "scored_dataset_to_compare": ("DataFrameDirectory", None, {"optional": True}),
+    }, {"evaluation_results": "DataFrameDirectory"}),
 }
 
 
@@ -82,7 +91,7 @@ def command_of(component) -> str:
 
 def test_every_spec_is_covered():
     assert {p.stem for p in SPECS} >= set(EXPECTED)
-    assert len(SPECS) >= 7
+    assert len(SPECS) >= 9
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)

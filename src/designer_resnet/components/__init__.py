@@ -13,4 +13,6 @@ COMPONENTS = {
     "resnet": "resnet",
     "densenet": "densenet",
     "train": "train_pytorch_model",
+    "score": "score_image_model",
+    "evaluate": "evaluate_model",
 }

@@ -124,11 +124,13 @@ class ImageDirectory:
             return img.convert("RGB")
 
     def non_image_columns(self) -> list[str]:
-        """Column names other than the image reference, in row order (`id`, `category`, ...)."""
-        cols = ["id"]
-        if self.label_column:
-            cols.append(self.label_column)
-        return cols
+        """The schema's columns other than the image, in schema order (`id`, then `category` if labelled)."""
+        if self.schema is not None:
+            names = [c.get("name") for c in self.schema.get("columnAttributes", [])
+                     if isinstance(c, dict) and not _is_image_column(c)]
+            if "id" in names:
+                return [n for n in names if isinstance(n, str)]
+        return ["id", self.label_column] if self.label_column else ["id"]
 
 
 def safe_relative_path(name: str, *, what: str) -> PurePosixPath:
@@ -228,6 +230,11 @@ def _read_rows(path: Path, input_name: str) -> Iterator[dict]:
             yield row
 
 
+def _is_image_column(col: dict) -> bool:
+    props = col.get("properties") or {}
+    return (col.get("elementType") or {}).get("typeName") == "bytes" and props.get("mime_type") == "image/png"
+
+
 def _parse_schema(schema, input_name: str) -> tuple[str, str | None, list[str] | None]:
     """Find the image column's row key, the label column and its categories."""
     columns = schema.get("columnAttributes") if isinstance(schema, dict) else None
@@ -238,8 +245,7 @@ def _parse_schema(schema, input_name: str) -> tuple[str, str | None, list[str] |
         if not isinstance(col, dict):
             continue
         props = col.get("properties") or {}
-        element = col.get("elementType") or {}
-        if element.get("typeName") == "bytes" and props.get("mime_type") == "image/png":
+        if _is_image_column(col):
             image_ref = props.get("image_ref", IMAGE_REF)
         elif "annotation_type" in props:
             label_column = col.get("name")

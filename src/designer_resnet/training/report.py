@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import asdict
 from pathlib import Path
-
-MLFLOW_DB = "mlflow.db"
-EXPERIMENT = "train_pytorch_model"
 
 
 def plot_curves(history, path: Path) -> None:
@@ -35,51 +30,9 @@ def plot_curves(history, path: Path) -> None:
     plt.close(fig)
 
 
-class MetricsLog:
-    """Per-epoch metrics to MLflow, as each epoch ends.
-
-    On Azure ML, MLFLOW_TRACKING_URI and MLFLOW_RUN_ID name the job's own run,
-    so metrics show in the studio. Without them an sqlite store is kept inside
-    the output folder (`mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db`).
-    """
-
-    def __init__(self, stage: Path, final_output: Path, params: dict):
-        from mlflow.tracking import MlflowClient
-
-        env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        self._local = not env_uri
-        self.client = MlflowClient(tracking_uri=env_uri or f"sqlite:///{(stage / MLFLOW_DB).resolve()}")
-        self._owned = "MLFLOW_RUN_ID" not in os.environ
-        if self._owned:
-            experiment = self.client.get_experiment_by_name(EXPERIMENT)
-            if experiment is None:
-                # Artifacts (none today) would go beside the final folder, never the working directory.
-                location = (Path(final_output).resolve() / "mlartifacts").as_uri() if self._local else None
-                experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
-            else:
-                experiment_id = experiment.experiment_id
-            self.run_id = self.client.create_run(experiment_id, run_name=EXPERIMENT).info.run_id
-        else:
-            self.run_id = os.environ["MLFLOW_RUN_ID"]
-        from mlflow.entities import Param
-
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
-
-    def log_epoch(self, result) -> None:
-        from mlflow.entities import Metric
-
-        row = asdict(result)
-        step = row.pop("epoch")
-        now = int(time.time() * 1000)
-        names = {"lr": "learning_rate"}
-        self.client.log_batch(self.run_id, metrics=[Metric(names.get(k, k), float(v), now, step) for k, v in row.items()])
-
-    def close(self, status: str = "FINISHED") -> None:
-        if self._owned:
-            self.client.set_terminated(self.run_id, status)
-        if self._local:
-            # Release the sqlite file before its folder is moved into place.
-            store = self.client._tracking_client.store
-            engine = getattr(store, "engine", None)
-            if engine is not None:
-                engine.dispose()
+def epoch_metrics(result) -> dict[str, float]:
+    """An EpochResult as MLflow metric names (the epoch is the step)."""
+    row = asdict(result)
+    row.pop("epoch")
+    row["learning_rate"] = row.pop("lr")
+    return row

@@ -29,7 +29,8 @@ from ..models.model_directory import default_preprocess, read_untrained, write_t
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .data import ImageDataset, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
-from .report import MetricsLog, plot_curves
+from ..tracking import MlflowLog
+from .report import epoch_metrics, plot_curves
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -274,11 +275,12 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
 
     metrics = None
     if stage is not None:
-        metrics = MetricsLog(stage.path, Path(output_dir), {**asdict(cfg), "world_size": info.world_size,
-                                                            **{f"model_{k}": v for k, v in untrained.init_params.items()}})
+        metrics = MlflowLog(stage.path, Path(output_dir), "train_pytorch_model",
+                            {**asdict(cfg), "world_size": info.world_size,
+                             **{f"model_{k}": v for k, v in untrained.init_params.items()}})
         stack.callback(metrics.close)
         for past in history:
-            metrics.log_epoch(past)
+            metrics.log(epoch_metrics(past), step=past.epoch)
     stopped_early = bool(ckpt and ckpt.get("stopped"))
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stopped_early:
@@ -295,7 +297,7 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
         result = EpochResult(epoch, epoch_lr, train_loss, train_error, speed, valid_loss, top1, top5)
         history.append(result)
         if metrics is not None:
-            metrics.log_epoch(result)
+            metrics.log(epoch_metrics(result), step=result.epoch)
         if top1 > best_top1:
             best_top1, best_epoch = top1, epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}

@@ -1,0 +1,1 @@
+"""Evaluate Model: classification metrics of scored data."""

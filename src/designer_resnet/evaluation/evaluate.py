@@ -1,0 +1,158 @@
+"""Evaluate Model: multi-class metrics of one scored table, or two side by side."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from ..directories import StagedOutput
+from ..directories.dataframe_directory import read_dataframe_directory, write_dataframe_directory
+from ..directories.meta import read_meta
+from ..errors import UserError
+from ..scoring.score import EXTENSION_KEY, PROBABILITY_PREFIX, SCORED_LABELS
+from ..tracking import MlflowLog
+
+log = logging.getLogger(__name__)
+DATASET_NAMES = ("Scored dataset", "Scored dataset to compare")
+LABEL_FALLBACKS = ("category", "Label", "label")
+_LOG_EPS = 1e-15
+
+
+def label_and_classes(df: pd.DataFrame, extension: dict, input_name: str) -> tuple[str, list[str]]:
+    """The true-label column and the classes of the probability columns."""
+    classes = [c[len(PROBABILITY_PREFIX):] for c in df.columns if c.startswith(PROBABILITY_PREFIX)]
+    if not classes or SCORED_LABELS not in df.columns:
+        raise UserError(f"{input_name}: has no '{SCORED_LABELS}' and '{PROBABILITY_PREFIX}<class>' columns; "
+                        "connect the output of Score Image Model")
+    ours = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
+    label = ours.get("label_column") if isinstance(ours, dict) else None
+    if label is None and not (isinstance(ours, dict) and "label_column" in ours):
+        label = next((c for c in LABEL_FALLBACKS if c in df.columns), None)
+    if label is None or label not in df.columns:
+        raise UserError(f"{input_name}: the scored data has no label column; evaluation needs labelled data, "
+                        "so score a labelled ImageDirectory (one sub-folder per class)")
+    return label, classes
+
+
+def compute_metrics(y_true: list[str], probs: np.ndarray, classes: list[str]) -> dict:
+    """Overall and per-class metrics, the confusion matrix, top-k and log loss."""
+    classes = list(classes)
+    y_true = np.asarray([str(v) for v in y_true], dtype=object)
+    y_pred = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
+    n = len(y_true)
+    p_micro, r_micro, f_micro, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="micro", zero_division=0)
+    p_macro, r_macro, f_macro, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="macro", zero_division=0)
+    p_cls, r_cls, f_cls, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    # One-vs-rest accuracy of each class, averaged: the designer's "Average Accuracy".
+    per_class_accuracy = [float(np.mean((y_true == c) == (y_pred == c))) for c in classes]
+    index = {c: i for i, c in enumerate(classes)}
+    true_idx = np.array([index.get(v, -1) for v in y_true])
+    p_true = np.where(true_idx >= 0, probs[np.arange(n), np.clip(true_idx, 0, None)], 0.0)
+    ranks = np.argsort(-probs, axis=1)
+    overall = {
+        "Overall Accuracy": float(np.mean(y_true == y_pred)),
+        "Average Accuracy": float(np.mean(per_class_accuracy)),
+        "Micro Precision": float(p_micro), "Macro Precision": float(p_macro),
+        "Micro Recall": float(r_micro), "Macro Recall": float(r_macro),
+        "Micro F1": float(f_micro), "Macro F1": float(f_macro),
+        "Log Loss": float(-np.mean(np.log(np.clip(p_true, _LOG_EPS, 1.0)))),
+    }
+    for k in (1, 3, 5):
+        if k <= len(classes):
+            overall[f"Top-{k} Accuracy"] = float(np.mean((ranks[:, :k] == true_idx[:, None]).any(axis=1)))
+    overall["Rows"] = n
+    return {
+        "overall": overall,
+        "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for c, p, r, f, s in zip(classes, p_cls, r_cls, f_cls, support)],
+        "confusion_matrix": {"labels": classes,
+                             "counts": confusion_matrix(y_true, y_pred, labels=classes).tolist()},
+    }
+
+
+def _evaluate_one(path: Path, input_name: str) -> dict:
+    df = read_dataframe_directory(path, input_name=input_name)
+    extension = read_meta(path, "DataFrameDirectory", input_name=input_name).get("extension") or {}
+    label, classes = label_and_classes(df, extension, input_name)
+    probs = df[[PROBABILITY_PREFIX + c for c in classes]].to_numpy(dtype=np.float64)
+    usable = ~np.isnan(probs).any(axis=1) & df[label].notna().to_numpy()
+    if not usable.any():
+        raise UserError(f"{input_name}: no row has both a label and scores; check the scored data")
+    if not usable.all():
+        log.warning("%s: %d row(s) without scores or label left out of the evaluation", input_name, int((~usable).sum()))
+    return compute_metrics(df.loc[usable, label].tolist(), probs[usable], classes)
+
+
+def plot_confusion(metrics: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = metrics["confusion_matrix"]["labels"]
+    counts = np.array(metrics["confusion_matrix"]["counts"])
+    side = max(4, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    if len(labels) <= 30:
+        for (i, j), value in np.ndenumerate(counts):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > counts.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_per_class(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(max(6, 0.6 * len(results[0]["per_class"]) + 2), 3.5 * len(results)),
+                             squeeze=False)
+    for ax, result, name in zip(axes[:, 0], results, DATASET_NAMES):
+        rows = result["per_class"]
+        x = np.arange(len(rows))
+        for offset, key in ((-0.27, "precision"), (0.0, "recall"), (0.27, "f1")):
+            ax.bar(x + offset, [r[key] for r in rows], width=0.27, label=key)
+        ax.set_xticks(x, [r["class"] for r in rows], rotation=90)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(name)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def evaluate_model(scored: str | Path, output_dir: str | Path, *, compare: str | Path | None = None) -> list[dict]:
+    """Evaluate one scored table (and optionally a second); write the metrics table, JSON and PNGs."""
+    results = [_evaluate_one(Path(scored), "scored_dataset")]
+    if compare is not None:
+        results.append(_evaluate_one(Path(compare), "scored_dataset_to_compare"))
+    table = pd.DataFrame([{"Dataset": name, **r["overall"]} for name, r in zip(DATASET_NAMES, results)])
+    with StagedOutput(output_dir, output_name="evaluation_results") as stage:
+        write_dataframe_directory(stage.path, table)
+        with open(stage.path / "metrics.json", "w", encoding="utf-8") as f:
+            json.dump({name: r for name, r in zip(DATASET_NAMES, results)}, f, indent=1)
+        for i, (name, r) in enumerate(zip(DATASET_NAMES, results)):
+            plot_confusion(r, stage.path / ("confusion_matrix.png" if i == 0 else "confusion_matrix_to_compare.png"), name)
+        plot_per_class(results, stage.path / "per_class_metrics.png")
+        tracker = MlflowLog(stage.path, Path(output_dir), "evaluate_model")
+        try:
+            for i, r in enumerate(results):
+                prefix = "" if i == 0 else "compare "
+                tracker.log({(prefix + k).replace(" ", "_").lower(): v for k, v in r["overall"].items()})
+        finally:
+            tracker.close()
+    return results

@@ -1,0 +1,1 @@
+"""Score Image Model: batch inference with a trained model."""

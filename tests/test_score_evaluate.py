@@ -1,0 +1,197 @@
+"""Score Image Model and Evaluate Model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+from designer_resnet.data.convert import convert_to_image_directory
+from designer_resnet.directories.dataframe_directory import read_dataframe_directory, write_dataframe_directory
+from designer_resnet.directories.image_directory import ImageDirectory
+from designer_resnet.errors import UserError
+from designer_resnet.evaluation.evaluate import evaluate_model
+from designer_resnet.models.create import create_untrained_model
+from designer_resnet.scoring.score import score_image_model
+from designer_resnet.training.train import TrainConfig, train
+from designer_resnet.transforms.ops import tensor_pipeline
+
+from conftest import run_module
+from test_train import _write_set
+
+PROB = "Scored Probabilities_"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A resnet18 trained 2 epochs on 3 generated classes, and labelled/unlabelled sets to score."""
+    root = tmp_path_factory.mktemp("scoring")
+    _write_set(root / "raw_train", 8, seed=0)
+    _write_set(root / "raw_valid", 4, seed=1)
+    convert_to_image_directory(root / "raw_train", root / "train")
+    convert_to_image_directory(root / "raw_valid", root / "valid")
+    convert_to_image_directory(root / "raw_valid" / "b", root / "unlabelled")
+    create_untrained_model(root / "untrained", {"model_name": "resnet18", "pretrained": False})
+    result = train(root / "untrained", root / "train", root / "valid", root / "model",
+                   TrainConfig(epochs=2, batch_size=8, learning_rate=0.01, workers=0))
+    return root, result.model
+
+
+def _expected_probs(model, directory: ImageDirectory) -> np.ndarray:
+    from designer_resnet.models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+    pipe = tensor_pipeline([["Normalize", {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}]])
+    batch = torch.stack([pipe(directory.open_image(r)) for r in directory.rows])
+    with torch.no_grad():
+        return torch.softmax(model.eval()(batch), dim=1).numpy()
+
+
+def test_scoring_reproduces_the_in_memory_model(trained, tmp_path):
+    root, model = trained
+    report = score_image_model(root / "model", root / "valid", tmp_path / "scored", batch_size=5)
+    df = read_dataframe_directory(tmp_path / "scored")
+    valid = ImageDirectory.load(root / "valid")
+    assert report.scored == 12 and report.failed == []
+    assert list(df.columns) == ["id", "category", "Scored Labels", PROB + "a", PROB + "b", PROB + "c"]
+    assert df["id"].tolist() == [r["id"] for r in valid.rows]  # input order kept
+    assert df["category"].tolist() == [r["category"] for r in valid.rows]
+    probs = df[[PROB + c for c in "abc"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    expected = _expected_probs(model, valid)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert df["Scored Labels"].tolist() == [["a", "b", "c"][i] for i in expected.argmax(axis=1)]
+    meta = yaml.safe_load((tmp_path / "scored" / "_meta.yaml").read_text())
+    assert meta["type"] == "DataFrameDirectory" and meta["extension"]["designer_resnet"]["label_column"] == "category"
+
+
+def test_unlabelled_columns(trained, tmp_path):
+    root, _ = trained
+    score_image_model(root / "model", root / "unlabelled", tmp_path / "scored")
+    df = read_dataframe_directory(tmp_path / "scored")
+    assert list(df.columns) == ["id", "Scored Labels", PROB + "a", PROB + "b", PROB + "c"]
+    assert len(df) == 4
+
+
+def test_unreadable_image_is_reported_by_id(trained, tmp_path):
+    root, _ = trained
+    import shutil
+
+    shutil.copytree(root / "valid", tmp_path / "valid")
+    d = ImageDirectory.load(tmp_path / "valid")
+    broken = d.rows[2]
+    d.image_path(broken).write_bytes(b"not an image any more")
+    result = run_module("score_image_model", "--trained_model", root / "model", "--dataset", tmp_path / "valid",
+                        "--scored_dataset", tmp_path / "scored")
+    assert result.returncode == 0, result.stderr
+    assert f"skipped image id {broken['id']}: UnidentifiedImageError" in result.stderr
+    assert "scored 11 images (1 unreadable)" in result.stdout
+    df = read_dataframe_directory(tmp_path / "scored")
+    assert len(df) == 12
+    bad = df[df["id"] == broken["id"]].iloc[0]
+    assert pd.isna(bad["Scored Labels"]) and np.isnan(bad[PROB + "a"])
+
+
+def test_untrained_model_cannot_score(trained, tmp_path):
+    root, _ = trained
+    result = run_module("score_image_model", "--trained_model", root / "untrained", "--dataset", root / "valid",
+                        "--scored_dataset", tmp_path / "scored")
+    assert result.returncode == 1
+    assert "is an untrained model; train it with Train PyTorch Model first" in result.stderr
+    assert not (tmp_path / "scored").exists()
+
+
+def _hand_made_table(path, rng_seed=0, labelled=True):
+    rng = np.random.default_rng(rng_seed)
+    classes = ["cat", "dog", "fish", "owl"]
+    n = 40
+    logits = rng.normal(size=(n, 4))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = [classes[i] for i in rng.integers(0, 4, n)]
+    df = pd.DataFrame({"id": np.arange(n)})
+    if labelled:
+        df["category"] = truth
+    df["Scored Labels"] = [classes[i] for i in probs.argmax(axis=1)]
+    for i, c in enumerate(classes):
+        df[PROB + c] = probs[:, i]
+    write_dataframe_directory(path, df, extension={"designer_resnet": {"label_column": "category" if labelled else None}})
+    return truth, probs, classes
+
+
+def test_metrics_equal_scikit_learn(tmp_path):
+    truth, probs, classes = _hand_made_table(tmp_path / "scored")
+    (result,) = evaluate_model(tmp_path / "scored", tmp_path / "eval")
+    pred = [classes[i] for i in probs.argmax(axis=1)]
+    o = result["overall"]
+    assert o["Overall Accuracy"] == pytest.approx(accuracy_score(truth, pred))
+    for avg in ("micro", "macro"):
+        p, r, f, _ = precision_recall_fscore_support(truth, pred, labels=classes, average=avg, zero_division=0)
+        assert (o[f"{avg.title()} Precision"], o[f"{avg.title()} Recall"], o[f"{avg.title()} F1"]) == pytest.approx((p, r, f))
+    assert o["Log Loss"] == pytest.approx(log_loss(truth, probs, labels=classes))
+    assert o["Top-3 Accuracy"] == pytest.approx(top_k_accuracy_score(truth, probs, k=3, labels=classes))
+    assert o["Top-1 Accuracy"] == pytest.approx(o["Overall Accuracy"])
+    assert "Top-5 Accuracy" not in o  # only 4 classes
+    cm = confusion_matrix(truth, pred, labels=classes)
+    assert result["confusion_matrix"]["counts"] == cm.tolist()
+    one_vs_rest = [np.mean((np.array(truth) == c) == (np.array(pred) == c)) for c in classes]
+    assert o["Average Accuracy"] == pytest.approx(np.mean(one_vs_rest))
+    p, r, f, s = precision_recall_fscore_support(truth, pred, labels=classes, zero_division=0)
+    assert [row["f1"] for row in result["per_class"]] == pytest.approx(list(f))
+    assert [row["support"] for row in result["per_class"]] == list(s)
+
+    table = read_dataframe_directory(tmp_path / "eval")
+    assert table["Dataset"].tolist() == ["Scored dataset"]
+    assert table["Overall Accuracy"].iloc[0] == pytest.approx(o["Overall Accuracy"])
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["Scored dataset"]["overall"]["Log Loss"] == pytest.approx(o["Log Loss"])
+    for png in ("confusion_matrix.png", "per_class_metrics.png"):
+        with Image.open(tmp_path / "eval" / png) as img:
+            img.verify()
+            assert img.format == "PNG"
+
+
+def test_two_scored_inputs_side_by_side(tmp_path):
+    _hand_made_table(tmp_path / "a", rng_seed=0)
+    _hand_made_table(tmp_path / "b", rng_seed=1)
+    result = run_module("evaluate_model", "--scored_dataset", tmp_path / "a", "--scored_dataset_to_compare", tmp_path / "b",
+                        "--evaluation_results", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    table = read_dataframe_directory(tmp_path / "eval")
+    assert table["Dataset"].tolist() == ["Scored dataset", "Scored dataset to compare"]
+    assert table["Overall Accuracy"].iloc[0] != table["Overall Accuracy"].iloc[1]
+    assert (tmp_path / "eval" / "confusion_matrix_to_compare.png").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.metrics["overall_accuracy"] == pytest.approx(table["Overall Accuracy"].iloc[0])
+    assert run.data.metrics["compare_overall_accuracy"] == pytest.approx(table["Overall Accuracy"].iloc[1])
+
+
+def test_unlabelled_scored_data_cannot_be_evaluated(tmp_path):
+    _hand_made_table(tmp_path / "scored", labelled=False)
+    with pytest.raises(UserError, match="evaluation needs labelled data"):
+        evaluate_model(tmp_path / "scored", tmp_path / "eval")
+    result = run_module("evaluate_model", "--scored_dataset", tmp_path / "scored", "--evaluation_results", tmp_path / "eval")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "eval").exists()
+
+
+def test_end_to_end_scored_model_evaluates(trained, tmp_path):
+    root, _ = trained
+    score_image_model(root / "model", root / "valid", tmp_path / "scored")
+    (result,) = evaluate_model(tmp_path / "scored", tmp_path / "eval")
+    df = read_dataframe_directory(tmp_path / "scored")
+    assert result["overall"]["Overall Accuracy"] == pytest.approx(np.mean(df["category"] == df["Scored Labels"]))
+    assert result["overall"]["Rows"] == 12
