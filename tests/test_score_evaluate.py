@@ -76,6 +76,22 @@ def test_scoring_reproduces_the_in_memory_model(trained, tmp_path):
     assert meta["type"] == "DataFrameDirectory" and meta["extension"]["designer_resnet"]["label_column"] == "category"
 
 
+def test_fast_uint8_path_equals_per_image_normalisation():
+    from designer_resnet.scoring.score import _pipeline
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(3)]
+    ops = [["Resize", [[16, 16]]], ["CenterCrop", 12]]
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    per_image, finish = _pipeline(ops, mean, std)
+    fast = finish(torch.stack([per_image(i) for i in images]))
+    general = torch.stack([tensor_pipeline(ops + [["Normalize", {"mean": mean, "std": std}]])(i) for i in images])
+    assert fast.shape == (3, 3, 12, 12)
+    torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-5)
+    _, identity = _pipeline(ops + [["RandomErasing", {}]], mean, std)  # a tensor op: per-image path
+    assert identity(fast) is fast
+
+
 def test_unlabelled_columns(trained, tmp_path):
     root, _ = trained
     score_image_model(root / "model", root / "unlabelled", tmp_path / "scored")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -17,7 +18,7 @@ from ..directories import StagedOutput
 from ..directories.dataframe_directory import write_dataframe_directory
 from ..directories.image_directory import ImageDirectory
 from ..models.model_directory import TrainedModel, read_trained
-from ..transforms.ops import RANDOM_OPS, pending_ops, tensor_pipeline
+from ..transforms.ops import DETERMINISTIC_OPS, RANDOM_OPS, image_pipeline, pending_ops, tensor_pipeline
 
 log = logging.getLogger(__name__)
 SCORED_LABELS = "Scored Labels"
@@ -35,9 +36,9 @@ class ScoreReport:
 class _ScoringSet(Dataset):
     """(row index, tensor or None, error) so one unreadable image never stops the run."""
 
-    def __init__(self, directory: ImageDirectory, ops: list):
+    def __init__(self, directory: ImageDirectory, transform):
         self.directory = directory
-        self.transform = tensor_pipeline(ops)
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.directory.rows)
@@ -47,6 +48,26 @@ class _ScoringSet(Dataset):
             return i, self.transform(self.directory.open_image(self.directory.rows[i])), None
         except Exception as exc:  # any decoder or transform failure is this image's, not the run's
             return i, None, f"{exc.__class__.__name__}: {exc}"
+
+
+def _pipeline(ops: list, mean: list, std: list):
+    """(per-image transform, per-batch finish).
+
+    When every op acts on the image, items stay uint8 and one vectorised
+    normalisation runs per batch on the device: less copying than float
+    tensors per image. Otherwise the ops run per image as written.
+    """
+    if all(op[0] in DETERMINISTIC_OPS for op in ops):
+        per_image = T.Compose([image_pipeline(ops), T.PILToTensor()])
+        mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
+
+        def finish(batch: torch.Tensor) -> torch.Tensor:
+            return (batch.float() - mean_t.to(batch.device)) / std_t.to(batch.device)
+
+        return per_image, finish
+    full = ops + [["Normalize", {"mean": mean, "std": std}]]
+    return tensor_pipeline(full), lambda batch: batch
 
 
 def _collate(items):
@@ -66,10 +87,9 @@ def _collate(items):
 
 
 def scoring_ops(model: TrainedModel, directory: ImageDirectory) -> list:
-    """The data's still-pending deterministic ops, the model's pre-processing, then normalisation."""
-    pre = model.preprocess
+    """The data's still-pending deterministic ops, then the model's pre-processing (normalisation follows)."""
     data_ops = [op for op in pending_ops(directory.extension) if op[0] not in RANDOM_OPS]
-    return data_ops + list(pre.get("transforms") or []) + [["Normalize", {"mean": pre["mean"], "std": pre["std"]}]]
+    return data_ops + list(model.preprocess.get("transforms") or [])
 
 
 def default_workers(device: torch.device) -> int:
@@ -77,7 +97,7 @@ def default_workers(device: torch.device) -> int:
     return min(8, cpus) if device.type == "cuda" else (0 if cpus <= 4 else min(4, cpus // 4))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int = 64, workers: int | None = None,
             device: torch.device | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Class probabilities (n × classes, NaN rows for unreadable images) in row order."""
@@ -87,7 +107,8 @@ def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int =
     if amp:
         net = net.to(memory_format=torch.channels_last)
     workers = default_workers(device) if workers is None else workers
-    loader = DataLoader(_ScoringSet(directory, scoring_ops(model, directory)), batch_size=batch_size,
+    per_image, finish = _pipeline(scoring_ops(model, directory), model.preprocess["mean"], model.preprocess["std"])
+    loader = DataLoader(_ScoringSet(directory, per_image), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=amp)
     probs = np.full((len(directory), len(model.categories)), np.nan, dtype=np.float32)
     failed: list[tuple[int, str]] = []
@@ -95,7 +116,7 @@ def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int =
         for indices, batch, bad in loader:
             failed += bad
             if batch is not None:
-                batch = batch.to(device, non_blocking=True)
+                batch = finish(batch.to(device, non_blocking=True))
                 if amp:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
