@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ class MlflowLog:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
+        # Creating a fresh local store logs schema migrations at INFO; not news to the user.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         self._local = not env_uri
         self.client = MlflowClient(tracking_uri=env_uri or f"sqlite:///{(stage / MLFLOW_DB).resolve()}")
