@@ -29,3 +29,12 @@ def ordered_map(fn: Callable[[A], R], items: Iterable[A], workers: int | None = 
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+
+
+def loader_workers(on_gpu: bool, processes_per_node: int = 1) -> int:
+    """DataLoader processes: enough to feed a GPU; on CPU the cores belong to the model."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cpus // max(1, processes_per_node))
+    if on_gpu:
+        return min(8, per_process)
+    return 0 if per_process <= 4 else min(4, per_process // 4)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..data.parallel import loader_workers
 from ..directories import StagedOutput
 from ..directories.dataframe_directory import write_dataframe_directory
 from ..directories.image_directory import ImageDirectory
@@ -92,11 +92,6 @@ def scoring_ops(model: TrainedModel, directory: ImageDirectory) -> list:
     return data_ops + list(model.preprocess.get("transforms") or [])
 
 
-def default_workers(device: torch.device) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cpus) if device.type == "cuda" else (0 if cpus <= 4 else min(4, cpus // 4))
-
-
 @torch.inference_mode()
 def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int = 64, workers: int | None = None,
             device: torch.device | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -106,7 +101,7 @@ def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int =
     net = model.model.to(device).eval()
     if amp:
         net = net.to(memory_format=torch.channels_last)
-    workers = default_workers(device) if workers is None else workers
+    workers = loader_workers(device.type == "cuda") if workers is None else workers
     per_image, finish = _pipeline(scoring_ops(model, directory), model.preprocess["mean"], model.preprocess["std"])
     loader = DataLoader(_ScoringSet(directory, per_image), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=amp)

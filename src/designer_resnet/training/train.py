@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from ..data.parallel import loader_workers
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
@@ -98,17 +99,8 @@ def lr_lambda(warmup: int, total: int, power: float = 0.9):
     return factor
 
 
-def loader_workers(device: torch.device, info: DistInfo) -> int:
-    """Enough decoding processes to feed a GPU; on CPU the cores are the model's."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = max(1, cpus // max(1, info.local_world_size))
-    if device.type == "cuda":
-        return min(8, per_process)
-    return 0 if per_process <= 4 else min(4, per_process // 4)
-
-
 def make_loaders(train_set, valid_set, cfg: TrainConfig, info: DistInfo, device: torch.device):
-    workers = cfg.workers if cfg.workers is not None else loader_workers(device, info)
+    workers = cfg.workers if cfg.workers is not None else loader_workers(device.type == "cuda", info.local_world_size)
     if workers == 0:
         for name, dataset in (("training", train_set), ("validation", valid_set)):
             if dataset.enable_cache():
