@@ -84,7 +84,7 @@ EXPECTED = {
 def command_of(component) -> str:
     """The command line: `command`, or a DistributedComponent's launcher arguments."""
     if component.type == "DistributedComponent":
-        assert component.launcher["type"] == "torch.distributed"
+        assert component.launcher["type"] == "pytorch"
         return component.launcher["additional_arguments"]
     return component.command
 
@@ -173,3 +173,30 @@ def test_environment_asset_loads():
     env = load_environment(REPO / "environments" / "designer-resnet.yaml")
     assert env.name == "designer-resnet" and "cuda" in env.image
     assert "torchvision>=0.29" in (REPO / "environments" / "conda.yaml").read_text()
+
+
+def test_train_component_works_as_a_distributed_pipeline_node():
+    """Built with the SDK, the chain validates and the train node takes a multi-node PyTorch distribution."""
+    import azure.ai.ml._internal  # noqa: F401  (registers internal node types for pipelines)
+    from azure.ai.ml import Input, dsl
+
+    convert, split, resnet, trainer = (load_component(REPO / "components" / f"{n}.yaml") for n in (
+        "convert_to_image_directory", "split_image_directory", "resnet", "train_pytorch_model"))
+
+    @dsl.pipeline(default_compute="cpu-cluster")
+    def chain(images):
+        converted = convert(input_path=images)
+        parts = split(input_path=converted.outputs.output_path, fraction=0.8)
+        untrained = resnet(model_name="resnet18", pretrained=False)
+        trained = trainer(untrained_model=untrained.outputs.output_path, training_data=parts.outputs.output_path1,
+                          validation_data=parts.outputs.output_path2)
+        trained.compute = "gpu-cluster"
+        trained.resources = {"instance_count": 2}
+        trained.distribution = {"type": "pytorch", "process_count_per_instance": 4}
+        return {"model": trained.outputs.trained_model}
+
+    job = chain(images=Input(type="uri_folder", path="azureml://datastores/workspaceblobstore/paths/images/"))
+    result = job._validate()
+    assert result.passed, result.error_messages
+    node = job.jobs["trained"]
+    assert node.distribution.process_count_per_instance == 4 and node.resources["instance_count"] == 2
