@@ -1,0 +1,1 @@
+"""Local pipeline runner: the same pipeline YAML, run on this machine."""
