@@ -52,3 +52,89 @@ def test_mistyped_connection_is_refused_naming_both_ends(tmp_path):
     with pytest.raises(UserError, match=r"split\.output_path1 \(ImageDirectory\) cannot connect to "
                                         r"train\.untrained_model \(UntrainedModelDirectory\)"):
         check_port_types(load_pipeline(bad))
+
+
+# ---- the local runner ----
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from designer_resnet.directories.dataframe_directory import read_dataframe_directory  # noqa: E402
+from designer_resnet.runner.run import parse_overrides, run_pipeline  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The full pipeline on 3 generated classes (10 images each, 32×32), resnet18, 1 epoch."""
+    from test_train import _write_set
+
+    root = tmp_path_factory.mktemp("pipeline")
+    _write_set(root / "train_images", 10, seed=0)
+    _write_set(root / "test_images", 4, seed=1)
+    overrides = {"train_images": str(root / "train_images"), "test_images": str(root / "test_images"),
+                 "model_name": "resnet18", "pretrained": "false", "epochs": "1", "batch_size": "8",
+                 "resize_size": "32", "crop_size": "32", "train_fraction": "0.8"}
+    lines: list[str] = []
+    result = run_pipeline(PIPELINE, overrides, runs_dir=root / "runs", echo=lines.append)
+    return root, overrides, result, lines
+
+
+def test_local_runner_runs_the_whole_pipeline(local_run):
+    root, _, result, lines = local_run
+    assert list(result.nodes) and all(not n.reused for n in result.nodes.values())
+    evaluation = result.nodes["evaluate"].folder / "evaluation_results"
+    table = read_dataframe_directory(evaluation)
+    assert table["Dataset"].tolist() == ["Scored dataset"] and 0.0 <= table["Overall Accuracy"].iloc[0] <= 1.0
+    assert (evaluation / "confusion_matrix.png").exists()
+    scored = read_dataframe_directory(result.nodes["score"].folder / "scored_dataset")
+    assert len(scored) == 12 and list(scored.columns[:3]) == ["id", "category", "Scored Labels"]
+    for name in ("convert_train", "train", "evaluate"):
+        log = (result.nodes[name].folder / "log.txt").read_text()
+        assert log.startswith("$ ") and str(result.nodes[name].folder) in str(result.run_dir / name)
+    assert lines[-1].startswith("[10/10] evaluate: ok")
+
+
+def test_unchanged_rerun_reuses_every_node(local_run):
+    root, overrides, first, _ = local_run
+    lines: list[str] = []
+    again = run_pipeline(PIPELINE, overrides, runs_dir=root / "runs", echo=lines.append)
+    assert all(n.reused for n in again.nodes.values())
+    assert again.nodes["train"].folder == first.nodes["train"].folder
+    changed = run_pipeline(PIPELINE, {**overrides, "epochs": "2"}, runs_dir=root / "runs", echo=lines.append)
+    assert changed.nodes["split"].reused and not changed.nodes["train"].reused
+    assert not changed.nodes["score"].reused and not changed.nodes["evaluate"].reused
+
+
+def test_failing_node_stops_the_run_with_its_log_tail(local_run):
+    root, overrides, _, _ = local_run
+    lines: list[str] = []
+    with pytest.raises(UserError, match=r"job 'train' failed with exit code 1; full log: .*train/log.txt"):
+        run_pipeline(PIPELINE, {**overrides, "batch_size": "500"}, runs_dir=root / "runs", echo=lines.append)
+    text = "\n".join(lines)
+    assert "train: FAILED (exit 1" in text and "batch_size: 500 is larger than the training set" in text
+    assert not any(line.startswith("[9/10]") for line in lines)  # nothing after the failed node
+
+
+def test_bad_inputs_are_refused_before_running(tmp_path):
+    with pytest.raises(UserError, match="is Azure data; run locally with --set inputs.train_images=<local folder>"):
+        run_pipeline(PIPELINE, {}, runs_dir=tmp_path / "runs")
+    with pytest.raises(UserError, match="the pipeline has no input 'epoch'"):
+        run_pipeline(PIPELINE, {"epoch": "3"}, runs_dir=tmp_path / "runs")
+    with pytest.raises(UserError, match="must look like inputs.NAME=VALUE"):
+        parse_overrides(["epochs=3"])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mistyped_pipeline_is_refused_before_any_job_runs(tmp_path):
+    doc = yaml.safe_load(PIPELINE.read_text())
+    doc["jobs"]["score"]["inputs"]["trained_model"] = "${{parent.jobs.resnet.outputs.output_path}}"
+    for job in doc["jobs"].values():
+        job["component"] = job["component"].replace("file:../", f"file:{REPO}/")
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump(doc))
+    result = subprocess.run([sys.executable, "-m", "designer_resnet.cli", "run", str(bad), "--runs-dir",
+                             str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: pipeline: resnet.output_path (UntrainedModelDirectory) cannot connect to "
+                                     "score.trained_model (ModelDirectory); connect an output of type ModelDirectory")
+    assert not (tmp_path / "runs").exists()

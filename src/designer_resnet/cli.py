@@ -8,7 +8,10 @@ import sys
 from . import __version__
 from .components import COMPONENTS
 
-EXTRA = {"demo": ("designer_resnet.demo", "run the local demo on the built-in sample data")}
+EXTRA = {
+    "run": ("designer_resnet.components.run_pipeline", "run a pipeline YAML locally (see designer-resnet run --help)"),
+    "demo": ("designer_resnet.demo", "run the local demo on the built-in sample data"),
+}
 
 
 def _usage() -> str:
