@@ -138,3 +138,48 @@ def test_mistyped_pipeline_is_refused_before_any_job_runs(tmp_path):
     assert result.stderr.strip() == ("error: pipeline: resnet.output_path (UntrainedModelDirectory) cannot connect to "
                                      "score.trained_model (ModelDirectory); connect an output of type ModelDirectory")
     assert not (tmp_path / "runs").exists()
+
+
+# ---- the SDK pipeline ----
+
+SDK_SCRIPT = REPO / "pipelines" / "image_classification.py"
+
+
+def test_sdk_pipeline_validates_offline_and_writes_the_job(tmp_path):
+    out = tmp_path / "job.yml"
+    result = subprocess.run([sys.executable, str(SDK_SCRIPT), "--validate", "--out", str(out), "--model-name", "resnet50",
+                             "--nodes", "2", "--processes-per-node", "4"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pipeline valid: 10 jobs" in result.stdout
+    job = yaml.safe_load(out.read_text())
+    assert job["type"] == "pipeline" and len(job["jobs"]) == 10
+    train = next(j for j in job["jobs"].values() if j["component"]["name"] == "train_pytorch_model")
+    assert train["distribution"]["process_count_per_instance"] == 4 and train["resources"]["instance_count"] == 2
+    resnet = next(j for j in job["jobs"].values() if j["component"]["name"] == "resnet")
+    assert resnet["inputs"]["model_name"] == "resnet50"
+
+
+def test_sdk_submit_without_a_workspace_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(SDK_SCRIPT), "--submit"], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in result.stderr.splitlines() if "error" in line.lower()] and len(errors) == 1
+    assert "pass --subscription, --resource-group and --workspace" in errors[0]
+
+
+def test_register_dry_run_lists_every_component(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "designer_resnet.cli", "register", "--dry-run"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(line.split()[2].split(":")[0] for line in result.stdout.splitlines() if line.startswith("would register"))
+    assert names == sorted(p.stem for p in (REPO / "components").glob("*.yaml"))
+    assert "would register train_pytorch_model:0.1.0 (DistributedComponent)" in result.stdout
+
+
+def test_register_without_a_workspace_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "designer_resnet.cli", "register"], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no workspace" in errors[0] and "--workspace" in errors[0]

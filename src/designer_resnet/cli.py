@@ -11,6 +11,7 @@ from .components import COMPONENTS
 EXTRA = {
     "run": ("designer_resnet.components.run_pipeline", "run a pipeline YAML locally (see designer-resnet run --help)"),
     "demo": ("designer_resnet.demo", "run the local demo on the built-in sample data"),
+    "register": ("designer_resnet.register", "create or update every component in an Azure ML workspace"),
 }
 
 

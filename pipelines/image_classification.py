@@ -1,0 +1,134 @@
+"""The image-classification pipeline with the azure-ai-ml SDK (same graph as image_classification.yml).
+
+    python pipelines/image_classification.py --validate [--out job.yml]     # offline: build, validate, write YAML
+    python pipelines/image_classification.py --submit --train-images azureml:my-images:1 --test-images azureml:my-test:1
+        [--subscription ID --resource-group RG --workspace NAME]           # else ./config.json
+
+Needs AZURE_ML_INTERNAL_COMPONENTS_ENABLED=true (set here if missing): the specs are designer components.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("AZURE_ML_INTERNAL_COMPONENTS_ENABLED", "true")
+
+import azure.ai.ml._internal  # noqa: E402,F401  (registers designer node types for pipelines)
+from azure.ai.ml import Input, dsl, load_component  # noqa: E402
+
+COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+
+
+def _component(name: str):
+    return load_component(COMPONENTS / f"{name}.yaml")
+
+
+def build_pipeline(args: argparse.Namespace):
+    """The pipeline job, with the arguments' data, model and compute choices."""
+    convert = _component("convert_to_image_directory")
+    init_transform = _component("init_image_transformation")
+    apply_transform = _component("apply_image_transformation")
+    split = _component("split_image_directory")
+    resnet = _component("resnet")
+    trainer = _component("train_pytorch_model")
+    scorer = _component("score_image_model")
+    evaluator = _component("evaluate_model")
+
+    @dsl.pipeline(name="designer_resnet_image_classification", default_compute=args.cpu_compute,
+                  description="ResNet image classification with the designer-resnet components")
+    def image_classification(train_images, test_images):
+        train_dir = convert(input_path=train_images)
+        test_dir = convert(input_path=test_images)
+        transform = init_transform(size=args.resize_size, crop_size=args.crop_size,
+                                   random_horizontal_flip=args.horizontal_flip)
+        train_tf = apply_transform(input_transformation_path=transform.outputs.output_path,
+                                   input_image_path=train_dir.outputs.output_path, mode="For training")
+        test_tf = apply_transform(input_transformation_path=transform.outputs.output_path,
+                                  input_image_path=test_dir.outputs.output_path, mode="For inference")
+        parts = split(input_path=train_tf.outputs.output_path, fraction=args.train_fraction, random_seed=42)
+        untrained = resnet(model_name=args.model_name, pretrained=args.pretrained)
+        trained = trainer(untrained_model=untrained.outputs.output_path, training_data=parts.outputs.output_path1,
+                          validation_data=parts.outputs.output_path2, epochs=args.epochs,
+                          batch_size=args.batch_size, learning_rate=args.learning_rate)
+        trained.compute = args.gpu_compute
+        trained.resources = {"instance_count": args.nodes}
+        trained.distribution = {"type": "pytorch", "process_count_per_instance": args.processes_per_node}
+        scored = scorer(trained_model=trained.outputs.trained_model, dataset=test_tf.outputs.output_path)
+        evaluated = evaluator(scored_dataset=scored.outputs.scored_dataset)
+        return {"trained_model": trained.outputs.trained_model,
+                "evaluation_results": evaluated.outputs.evaluation_results}
+
+    return image_classification(train_images=Input(type="uri_folder", path=args.train_images),
+                                test_images=Input(type="uri_folder", path=args.test_images))
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--validate", action="store_true", help="build and validate offline; write the job YAML")
+    action.add_argument("--submit", action="store_true", help="submit to the workspace and print the studio URL")
+    p.add_argument("--out", default="image_classification.resolved.yml", help="where --validate writes the job YAML")
+    p.add_argument("--train-images", default="azureml://datastores/workspaceblobstore/paths/designer-resnet/train/")
+    p.add_argument("--test-images", default="azureml://datastores/workspaceblobstore/paths/designer-resnet/test/")
+    p.add_argument("--model-name", default="resnext101_32x8d")
+    p.add_argument("--pretrained", type=_bool, default=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=0.001)
+    p.add_argument("--train-fraction", type=float, default=0.9)
+    p.add_argument("--resize-size", type=int, default=256)
+    p.add_argument("--crop-size", type=int, default=224)
+    p.add_argument("--horizontal-flip", type=_bool, default=True)
+    p.add_argument("--cpu-compute", default="cpu-cluster")
+    p.add_argument("--gpu-compute", default="gpu-cluster")
+    p.add_argument("--nodes", type=int, default=1, help="GPU nodes for training (default 1)")
+    p.add_argument("--processes-per-node", type=int, default=1, help="processes (GPUs) per node (default 1)")
+    p.add_argument("--experiment", default="designer-resnet")
+    p.add_argument("--subscription")
+    p.add_argument("--resource-group")
+    p.add_argument("--workspace")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    job = build_pipeline(args)
+    result = job._validate()
+    if not result.passed:
+        print(f"error: the pipeline does not validate: {result.error_messages}", file=sys.stderr)
+        return 1
+    if args.validate:
+        import yaml
+
+        Path(args.out).write_text(yaml.safe_dump(job._to_dict(), sort_keys=False), encoding="utf-8")
+        print(f"pipeline valid: {len(job.jobs)} jobs; job YAML written to {args.out}")
+        return 0
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    try:
+        if args.subscription and args.resource_group and args.workspace:
+            client = MLClient(credential, args.subscription, args.resource_group, args.workspace)
+        else:
+            client = MLClient.from_config(credential)
+    except Exception as exc:  # no config.json, malformed config, ...
+        print(f"error: no workspace: {exc.__class__.__name__}; pass --subscription, --resource-group and "
+              "--workspace, or put the workspace's config.json here", file=sys.stderr)
+        return 1
+    submitted = client.jobs.create_or_update(job, experiment_name=args.experiment)
+    print(f"submitted {submitted.name}: {submitted.studio_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
