@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,14 +162,53 @@ def test_a_broken_spec_fails_validation(tmp_path):
     with pytest.raises(ValidationError, match="code"):
         load_component(bad)
     (tmp_path / "src").mkdir()
+    assert load_component(bad)._validate().passed
+    env_start = text.index("environment:")
+    env_end = text.index("command:")
+    bad.write_text(text[:env_start] + "environment:\n  conda:\n    conda_dependencies_file: missing.yaml\n"
+                   + text[env_end:])
     result = load_component(bad)._validate()
     assert not result.passed and "conda_dependencies_file" in str(result.error_messages)
-    (tmp_path / "environments").mkdir()
-    (tmp_path / "environments" / "conda.yaml").write_text("name: x\n")
-    assert load_component(bad)._validate().passed
     bad.write_text(text.replace("type: Float", "type: Floaty"))
     with pytest.raises(ValidationError, match="Floaty"):
         load_component(bad)
+
+
+def test_spec_environments_match_the_environments_folder():
+    """Every spec carries environments/conda.yaml and the base image inline (see environments/sync_specs.py)."""
+    import yaml
+
+    conda = yaml.safe_load((REPO / "environments" / "conda.yaml").read_text())
+    image = yaml.safe_load((REPO / "environments" / "designer-resnet.yaml").read_text())["image"]
+    for spec in SPECS:
+        env = yaml.safe_load(spec.read_text())["environment"]
+        assert env["conda"]["conda_dependencies"] == conda, f"{spec.name}: run python environments/sync_specs.py"
+        assert env["docker"]["image"] == image, spec.name
+    check = subprocess.run([sys.executable, str(REPO / "environments" / "sync_specs.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+
+
+def test_mldesigner_compile_packages_every_spec_with_its_code(tmp_path):
+    env = {**os.environ, "AZURE_ML_INTERNAL_COMPONENTS_ENABLED": "true"}
+    mldesigner = Path(sys.executable).parent / "mldesigner"
+    result = subprocess.run([str(mldesigner), "compile", "--source", str(REPO / "components" / "*.yaml"),
+                             "--output", str(tmp_path / "compiled")], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    compiled = sorted((tmp_path / "compiled").iterdir())
+    assert [p.name for p in compiled] == [p.stem for p in SPECS]
+    for folder in compiled:
+        component = load_component(folder / f"{folder.name}.yaml")
+        validation = component._validate()
+        assert validation.passed, (folder.name, validation.error_messages)
+        assert (folder / "designer_resnet" / "errors.py").exists()
+        assert not list(folder.glob("*.egg-info")) and not list(folder.rglob("__pycache__"))
+    # The snapshot runs on its own, as it will on a compute node.
+    run = subprocess.run([sys.executable, "-m", "designer_resnet.components.split_image_directory", "--help"],
+                         cwd=tmp_path / "compiled" / "split_image_directory", capture_output=True, text=True,
+                         env={k: v for k, v in env.items() if k != "PYTHONPATH"}, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("usage: split_image_directory")
 
 
 def test_environment_asset_loads():
