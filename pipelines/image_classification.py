@@ -112,18 +112,13 @@ def main(argv=None) -> int:
         Path(args.out).write_text(yaml.safe_dump(job._to_dict(), sort_keys=False), encoding="utf-8")
         print(f"pipeline valid: {len(job.jobs)} jobs; job YAML written to {args.out}")
         return 0
-    from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
+    from designer_resnet.errors import UserError
+    from designer_resnet.workspace import ml_client
 
-    credential = DefaultAzureCredential()
     try:
-        if args.subscription and args.resource_group and args.workspace:
-            client = MLClient(credential, args.subscription, args.resource_group, args.workspace)
-        else:
-            client = MLClient.from_config(credential)
-    except Exception as exc:  # no config.json, malformed config, ...
-        print(f"error: no workspace: {exc.__class__.__name__}; pass --subscription, --resource-group and "
-              "--workspace, or put the workspace's config.json here", file=sys.stderr)
+        client = ml_client(args.subscription, args.resource_group, args.workspace)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     submitted = client.jobs.create_or_update(job, experiment_name=args.experiment)
     print(f"submitted {submitted.name}: {submitted.studio_url}")

@@ -42,13 +42,19 @@ def test_every_connection_joins_ports_of_the_same_type():
     assert order.index("resnet") < order.index("train") < order.index("score") < order.index("evaluate")
 
 
-def test_mistyped_connection_is_refused_naming_both_ends(tmp_path):
+def _rewired(tmp_path, job: str, port: str, source: str):
+    """A copy of the pipeline with one input connected to `source` (job.output)."""
     doc = yaml.safe_load(PIPELINE.read_text())
-    doc["jobs"]["train"]["inputs"]["untrained_model"] = "${{parent.jobs.split.outputs.output_path1}}"
-    for job in doc["jobs"].values():
-        job["component"] = job["component"].replace("file:../", f"file:{REPO}/")
-    bad = tmp_path / "bad.yml"
-    bad.write_text(yaml.safe_dump(doc))
+    doc["jobs"][job]["inputs"][port] = "${{parent.jobs.%s}}" % source.replace(".", ".outputs.")
+    for node in doc["jobs"].values():
+        node["component"] = node["component"].replace("file:../", f"file:{REPO}/")
+    path = tmp_path / "rewired.yml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_mistyped_connection_is_refused_naming_both_ends(tmp_path):
+    bad = _rewired(tmp_path, "train", "untrained_model", "split.output_path1")
     with pytest.raises(UserError, match=r"split\.output_path1 \(ImageDirectory\) cannot connect to "
                                         r"train\.untrained_model \(UntrainedModelDirectory\)"):
         check_port_types(load_pipeline(bad))
@@ -126,12 +132,7 @@ def test_bad_inputs_are_refused_before_running(tmp_path):
 
 
 def test_mistyped_pipeline_is_refused_before_any_job_runs(tmp_path):
-    doc = yaml.safe_load(PIPELINE.read_text())
-    doc["jobs"]["score"]["inputs"]["trained_model"] = "${{parent.jobs.resnet.outputs.output_path}}"
-    for job in doc["jobs"].values():
-        job["component"] = job["component"].replace("file:../", f"file:{REPO}/")
-    bad = tmp_path / "bad.yml"
-    bad.write_text(yaml.safe_dump(doc))
+    bad = _rewired(tmp_path, "score", "trained_model", "resnet.output_path")
     result = subprocess.run([sys.executable, "-m", "designer_resnet.cli", "run", str(bad), "--runs-dir",
                              str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1

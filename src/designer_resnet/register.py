@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
+from .workspace import ml_client
 
 COMPONENTS = Path(__file__).resolve().parents[2] / "components"
 
@@ -42,18 +43,7 @@ def main(argv=None) -> None:
         for c in components:
             print(f"would register {c.name}:{c.version} ({c.type})")
         return
-    from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
-
-    credential = DefaultAzureCredential()
-    try:
-        if args.subscription and args.resource_group and args.workspace:
-            client = MLClient(credential, args.subscription, args.resource_group, args.workspace)
-        else:
-            client = MLClient.from_config(credential)
-    except Exception as exc:  # no or malformed config.json
-        raise UserError(f"no workspace ({exc.__class__.__name__}); pass --subscription, --resource-group and "
-                        "--workspace, or put the workspace's config.json here") from None
+    client = ml_client(args.subscription, args.resource_group, args.workspace)
     for c in components:
         registered = client.components.create_or_update(c)
         print(f"registered {registered.name}:{registered.version}")
