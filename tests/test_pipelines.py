@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from azure.ai.ml import load_job
+from PIL import Image
 
 from designer_resnet.errors import UserError
 from designer_resnet.runner.graph import check_port_types, load_pipeline, topological_order
@@ -109,6 +110,16 @@ def test_unchanged_rerun_reuses_every_node(local_run):
     changed = run_pipeline(PIPELINE, {**overrides, "epochs": "2"}, runs_dir=root / "runs", echo=lines.append)
     assert changed.nodes["split"].reused and not changed.nodes["train"].reused
     assert not changed.nodes["score"].reused and not changed.nodes["evaluate"].reused
+
+
+def test_changed_images_in_the_same_folder_are_not_reused(local_run):
+    root, overrides, _, _ = local_run
+    image = sorted((root / "test_images" / "a").iterdir())[0]
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(image)
+    lines: list[str] = []
+    rerun = run_pipeline(PIPELINE, overrides, runs_dir=root / "runs", echo=lines.append)
+    assert rerun.nodes["convert_train"].reused and rerun.nodes["train"].reused
+    assert not rerun.nodes["convert_test"].reused and not rerun.nodes["score"].reused
 
 
 def test_failing_node_stops_the_run_with_its_log_tail(local_run):

@@ -28,6 +28,7 @@ CACHE_INDEX = ".cache.json"
 LOG = "log.txt"
 DONE = ".done"
 TAIL_LINES = 20
+DATA_TYPES = ("uri_folder", "uri_file")
 
 
 @dataclass
@@ -71,7 +72,7 @@ def pipeline_inputs(pipeline: Pipeline, overrides: dict[str, str]) -> dict[str, 
     for name, spec in declared.items():
         if name in overrides:
             value = overrides[name]
-            if isinstance(spec, dict) and spec.get("type") in ("uri_folder", "uri_file"):
+            if isinstance(spec, dict) and spec.get("type") in DATA_TYPES:
                 path = Path(value).expanduser()
                 if not path.exists():
                     raise UserError(f"--set inputs.{name}: {path} does not exist; give a local folder or file")
@@ -123,6 +124,20 @@ def _code_digest(code_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def data_fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of every file under a data input.
+
+    The path alone would let a rerun reuse jobs after the images in the same
+    folder changed; the designer reuses only on unchanged data.
+    """
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def local_processes(node: Node, requested: int | None) -> int:
     """min(requested, local GPUs), or 1 on a CPU-only machine, unless --nproc says otherwise."""
     if requested:
@@ -155,6 +170,9 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     digests: dict[str, str] = {}
     code_digests: dict[Path, str] = {}
+    declared = pipeline.doc.get("inputs") or {}
+    data_inputs = {n for n, spec in declared.items() if isinstance(spec, dict) and spec.get("type") in DATA_TYPES}
+    fingerprints: dict[str, str] = {}
     result = RunResult(run_dir)
     echo(f"run {run_dir.name}: {len(order)} jobs, outputs under {run_dir}")
     for step, name in enumerate(order, 1):
@@ -163,22 +181,29 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
         for key, spec in (node.spec.get("inputs") or {}).items():
             if isinstance(spec, dict) and "default" in spec:
                 values[f"inputs.{key}"] = _render_value(spec["default"])
+        identity = dict(values)  # what the job's reuse key records for each value
         upstream = {port: (src, out) for port, src, out in node.upstream()}
         for key, value in node.inputs.items():
+            slot = f"inputs.{key}"
             if key in upstream:
                 src, out = upstream[key]
-                values[f"inputs.{key}"] = str(result.nodes[src].folder / out)
+                values[slot] = str(result.nodes[src].folder / out)
+                identity[slot] = f"{digests[src]}:{out}"
                 continue
             match = _PARENT_INPUT.match(str(value)) if isinstance(value, str) else None
-            values[f"inputs.{key}"] = values_in[match.group(1)] if match else _render_value(value)
+            values[slot] = values_in[match.group(1)] if match else _render_value(value)
+            identity[slot] = values[slot]
+            if match and match.group(1) in data_inputs:
+                if match.group(1) not in fingerprints:
+                    fingerprints[match.group(1)] = data_fingerprint(Path(values[slot]))
+                identity[slot] += ":" + fingerprints[match.group(1)]
         code_dir = (node.spec_path.parent / str(node.spec.get("code", "."))).resolve()
         if code_dir not in code_digests:
             code_digests[code_dir] = _code_digest(code_dir)
         key_parts = {
             "spec": hashlib.sha256(node.spec_path.read_bytes()).hexdigest(),
             "code": code_digests[code_dir],
-            "inputs": {k: (digests[upstream[k[7:]][0]] + ":" + upstream[k[7:]][1]) if k[7:] in upstream else v
-                       for k, v in sorted(values.items())},
+            "inputs": identity,
             "distribution": node.raw.get("distribution"),
         }
         digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
