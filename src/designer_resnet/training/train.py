@@ -28,9 +28,9 @@ from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from ..models.model_directory import default_preprocess, read_untrained, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..tracking import MlflowLog
 from .data import ImageDataset, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
-from ..tracking import MlflowLog
 from .report import epoch_metrics, plot_curves
 
 log = logging.getLogger(__name__)
@@ -273,10 +273,9 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
         stack.callback(metrics.close)
         for past in history:
             metrics.log(epoch_metrics(past), step=past.epoch)
-    stopped_early = bool(ckpt and ckpt.get("stopped"))
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if stopped_early:
-            break
+    # A checkpoint of a run that stopped early has nothing left to train.
+    last_epoch = start_epoch - 1 if ckpt and ckpt.get("stopped") else cfg.epochs
+    for epoch in range(start_epoch, last_epoch + 1):
         # Per-epoch seeds make shuffling and augmentation independent of history, so a resumed run matches.
         torch.manual_seed(cfg.random_seed * 1000 + epoch * 10 + info.rank)
         if train_sampler is not None:
