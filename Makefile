@@ -2,27 +2,41 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The exact runtime set the tests run and every Azure ML image build installs (environments/lock.py).
+LOCK := environments/requirements.txt
 
-.PHONY: demo test clean
+.PHONY: demo test specs lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the package metadata changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Reinstall only when the package metadata or the lock changes.
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[azure]" -c $(LOCK)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]" -c $(LOCK)
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/designer-resnet demo
 
 test: $(VENV)/.installed-dev
-	AZURE_ML_INTERNAL_COMPONENTS_ENABLED=true $(BIN)/python -m pytest
+	$(BIN)/python -m pytest
+
+# Regenerate both flavours of every component spec (and the typed pipeline) from components/source/.
+specs: $(VENV)/.installed
+	$(BIN)/python components/generate.py
+
+# Move the lock to the newest releases: upgrade the dev environment, write the lock from it,
+# regenerate the specs. Then run `make test`: the lock is what the tests ran.
+lock: $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(BIN)/python environments/lock.py
+	$(BIN)/python components/generate.py
+	touch $(VENV)/.installed-dev $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -4,7 +4,9 @@
     python pipelines/image_classification.py --submit --train-images azureml:my-images:1 --test-images azureml:my-test:1
         [--subscription ID --resource-group RG --workspace NAME]           # else ./config.json
 
-Needs AZURE_ML_INTERNAL_COMPONENTS_ENABLED=true (set here if missing): the specs are designer components.
+The v2 command components (components/*.yaml) by default; `--flavour typed` builds the
+same pipeline from the designer-typed ones (components/typed/), which azure-ai-ml loads
+only with AZURE_ML_INTERNAL_COMPONENTS_ENABLED=true (this script sets it for that flavour).
 """
 
 from __future__ import annotations
@@ -14,28 +16,33 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("AZURE_ML_INTERNAL_COMPONENTS_ENABLED", "true")
-
-import azure.ai.ml._internal  # noqa: E402,F401  (registers designer node types for pipelines)
-from azure.ai.ml import Input, dsl, load_component  # noqa: E402
-
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+FLAVOUR_DIRS = {"v2": COMPONENTS, "typed": COMPONENTS / "typed"}
 
 
-def _component(name: str):
-    return load_component(COMPONENTS / f"{name}.yaml")
+def load_components(flavour: str) -> dict:
+    """Every component of one flavour, by its v2 name."""
+    if flavour == "typed":
+        os.environ["AZURE_ML_INTERNAL_COMPONENTS_ENABLED"] = "true"
+        import azure.ai.ml._internal  # noqa: F401  (registers the designer node types for pipelines)
+    from azure.ai.ml import load_component
+
+    return {spec.stem: load_component(spec) for spec in sorted(FLAVOUR_DIRS[flavour].glob("*.yaml"))}
 
 
 def build_pipeline(args: argparse.Namespace):
     """The pipeline job, with the arguments' data, model and compute choices."""
-    convert = _component("convert_to_image_directory")
-    init_transform = _component("init_image_transformation")
-    apply_transform = _component("apply_image_transformation")
-    split = _component("split_image_directory")
-    resnet = _component("resnet")
-    trainer = _component("train_pytorch_model")
-    scorer = _component("score_image_model")
-    evaluator = _component("evaluate_model")
+    from azure.ai.ml import Input, dsl
+
+    components = load_components(args.flavour)
+    convert = components["convert_to_image_directory"]
+    init_transform = components["init_image_transformation"]
+    apply_transform = components["apply_image_transformation"]
+    split = components["split_image_directory"]
+    resnet = components["resnet"]
+    trainer = components["train_pytorch_model"]
+    scorer = components["score_image_model"]
+    evaluator = components["evaluate_model"]
 
     @dsl.pipeline(name="designer_resnet_image_classification", default_compute=args.cpu_compute,
                   description="ResNet image classification with the designer-resnet components")
@@ -77,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     action.add_argument("--validate", action="store_true", help="build and validate offline; write the job YAML")
     action.add_argument("--submit", action="store_true", help="submit to the workspace and print the studio URL")
     p.add_argument("--out", default="image_classification.resolved.yml", help="where --validate writes the job YAML")
+    p.add_argument("--flavour", choices=sorted(FLAVOUR_DIRS), default="v2",
+                   help="v2 command components (default) or the designer-typed ones")
     p.add_argument("--train-images", default="azureml://datastores/workspaceblobstore/paths/designer-resnet/train/")
     p.add_argument("--test-images", default="azureml://datastores/workspaceblobstore/paths/designer-resnet/test/")
     p.add_argument("--model-name", default="resnext101_32x8d")

@@ -7,13 +7,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("AZURE_ML_INTERNAL_COMPONENTS_ENABLED", "true")
+# azure-ai-ml loads the v2 specs without the private flag; the typed ones are checked in a subprocess
+# that sets it (tests/spec_probe.py), so nothing here may depend on it.
+os.environ.pop("AZURE_ML_INTERNAL_COMPONENTS_ENABLED", None)
 
 COLORS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fish": (40, 40, 200)}
+
+
+NOISY_BASE = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]  # one colour per class, plus noise
+
+
+def write_labelled_set(root: Path, per_class: int, size=(32, 32), seed=0, classes=("a", "b", "c"), sizes=None):
+    """ImageFolder layout of noisy solid-colour PNGs, one colour per class (learnable in one epoch)."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        base = np.array(NOISY_BASE[c % 3], dtype=float)
+        for i in range(per_class):
+            w, h = sizes[i % len(sizes)] if sizes else size
+            pixels = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
 
 
 def make_image(path: Path, size=(20, 16), color=(128, 64, 32), fmt=None) -> Path:

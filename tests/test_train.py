@@ -25,21 +25,7 @@ from designer_resnet.training.data import ImageDataset
 from designer_resnet.training.train import CHECKPOINT, TrainConfig, train
 from designer_resnet.transforms.ops import tensor_pipeline
 
-from conftest import REPO
-
-BASE = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]  # one colour per class, plus noise
-
-
-def _write_set(root, per_class: int, size=(32, 32), seed=0, classes=("a", "b", "c"), sizes=None):
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(classes):
-        base = np.array(BASE[c % 3], dtype=float)
-        for i in range(per_class):
-            w, h = sizes[i % len(sizes)] if sizes else size
-            pixels = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
-            (root / name).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-
+from conftest import REPO, write_labelled_set as _write_set
 
 @pytest.fixture
 def tiny(tmp_path):

@@ -1,4 +1,12 @@
-"""Register every component in an Azure ML workspace, so they appear in the designer's component list."""
+"""Register the components in an Azure ML workspace, so they appear in the designer's component list.
+
+The v2 command components (components/*.yaml) by default; `--typed` registers the
+designer-typed ones (components/typed/, named <name>_typed) instead. Each component
+is registered at the version its spec carries (the package version). Azure ML keeps a
+registered version unchangeable: registering an unchanged spec again leaves it as it
+is, and a spec whose content changed needs a new version (bump
+`designer_resnet.__version__` and run `python components/generate.py`).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,13 @@ from .errors import UserError
 from .workspace import ml_client
 
 COMPONENTS = Path(__file__).resolve().parents[2] / "components"
+TYPED = "typed"
 
 
-def load_specs(folder: Path) -> list:
+def load_specs(folder: Path, *, typed: bool = False) -> list:
     """Every spec in `folder`, loaded and validated by azure-ai-ml (offline)."""
-    os.environ.setdefault("AZURE_ML_INTERNAL_COMPONENTS_ENABLED", "true")
+    if typed:  # azure-ai-ml loads designer-typed specs only behind this flag
+        os.environ["AZURE_ML_INTERNAL_COMPONENTS_ENABLED"] = "true"
     from azure.ai.ml import load_component
 
     specs = sorted(folder.glob("*.yaml"))
@@ -22,7 +32,12 @@ def load_specs(folder: Path) -> list:
         raise UserError(f"--components-dir: no component specs (*.yaml) in {folder}")
     loaded = []
     for spec in specs:
-        component = load_component(spec)
+        try:
+            component = load_component(spec)
+        except Exception as exc:  # azure-ai-ml's schema errors are multi-line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            hint = "; the designer-typed specs need --typed" if "private feature" in str(exc) else ""
+            raise UserError(f"{spec}: does not load in azure-ai-ml ({first}){hint}") from None
         result = component._validate()
         if not result.passed:
             raise UserError(f"{spec.name} does not validate: {result.error_messages}")
@@ -31,19 +46,39 @@ def load_specs(folder: Path) -> list:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="designer-resnet register", description=__doc__)
+    p = argparse.ArgumentParser(prog="designer-resnet register", description=__doc__.splitlines()[0])
     p.add_argument("--subscription")
     p.add_argument("--resource-group")
     p.add_argument("--workspace")
-    p.add_argument("--components-dir", type=Path, default=COMPONENTS, help="folder of specs (default: the repository's)")
+    p.add_argument("--typed", action="store_true",
+                   help="register the designer-typed components (components/typed/) instead of the v2 ones")
+    p.add_argument("--components-dir", type=Path, default=None,
+                   help="folder of specs (default: the repository's components/, or components/typed/ with --typed)")
     p.add_argument("--dry-run", action="store_true", help="load and validate every spec; register nothing")
     args = p.parse_args(argv)
-    components = load_specs(args.components_dir)
+    folder = args.components_dir or (COMPONENTS / TYPED if args.typed else COMPONENTS)
+    components = load_specs(folder, typed=args.typed)
     if args.dry_run:
         for c in components:
             print(f"would register {c.name}:{c.version} ({c.type})")
         return
     client = ml_client(args.subscription, args.resource_group, args.workspace)
     for c in components:
-        registered = client.components.create_or_update(c)
-        print(f"registered {registered.name}:{registered.version}")
+        print(f"registered {register_one(client, c)}")
+
+
+def register_one(client, component) -> str:
+    """Create `name:version`, or leave an identical one as it is; UserError when the workspace holds other content."""
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        registered = client.components.create_or_update(component)
+    except HttpResponseError as exc:
+        if exc.status_code not in (400, 409):
+            raise
+        # A registered version is unchangeable: a changed spec at the same version is refused.
+        reason = (str(exc.message or exc).strip().splitlines() or [""])[0]
+        raise UserError(f"the workspace refused {component.name}:{component.version} ({exc.status_code}: {reason}); "
+                        "if that version is already registered with other content, raise __version__ in "
+                        "src/designer_resnet/__init__.py, run `make specs` and register again") from None
+    return f"{registered.name}:{registered.version}"

@@ -1,4 +1,9 @@
-"""A pipeline YAML as a graph of component nodes, and its port-type check."""
+"""A pipeline YAML as a graph of component nodes, and its port-type check.
+
+Both flavours load: v2 jobs name their spec as a relative path
+(`component: ../components/resnet.yaml`), designer-typed jobs as
+`file:<path>`. Port types are the designer's in both (see specs.port_type).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,10 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..specs import ANY_PORT, flavour, port_type
 
 FILE_PREFIX = "file:"
 _BINDING = re.compile(r"^\$\{\{\s*parent\.(inputs|jobs)\.([\w-]+)(?:\.outputs\.([\w-]+))?\s*\}\}$")
-# An input of this type takes any folder.
-ANY_PORT = "AnyDirectory"
 
 
 @dataclass
@@ -25,8 +29,8 @@ class Node:
     raw: dict = field(default_factory=dict)
 
     def port_type(self, direction: str, port: str) -> str | None:
-        entry = (self.spec.get(direction) or {}).get(port)
-        return entry.get("type") if isinstance(entry, dict) else None
+        """The designer port type of one of the component's inputs or outputs (None: no such port)."""
+        return port_type(self.spec, direction, port)
 
     def upstream(self) -> list[tuple[str, str, str]]:
         """(input name, source node, source output) for each connection into this node."""
@@ -59,16 +63,31 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise UserError(f"pipeline: {path} has no jobs")
     nodes = {}
     for name, job in jobs.items():
-        ref = str((job or {}).get("component", ""))
-        if not ref.startswith(FILE_PREFIX):
-            raise UserError(f"pipeline: job {name!r} must name its component as file:<path to spec>, got {ref!r}")
-        spec_path = (path.parent / ref[len(FILE_PREFIX):]).resolve()
+        if not isinstance(job, dict):
+            raise UserError(f"pipeline: job {name!r} must be a mapping with a `component`, got {job!r}")
+        spec_path = _spec_path(path, name, str(job.get("component", "")))
         try:
             spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"pipeline: job {name!r}: component spec {spec_path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"pipeline: job {name!r}: component spec {spec_path} is not valid YAML "
+                            f"({str(exc).splitlines()[0]})") from None
+        try:
+            flavour(spec)
+        except UserError as exc:
+            raise UserError(f"pipeline: job {name!r}: {spec_path}: {exc}") from None
         nodes[name] = Node(name, spec_path, spec, dict(job.get("inputs") or {}), job)
     return Pipeline(path, doc, nodes)
+
+
+def _spec_path(pipeline_path: Path, job: str, ref: str) -> Path:
+    """The spec file a job's `component` names: `file:<path>` or a plain relative path."""
+    local = ref[len(FILE_PREFIX):] if ref.startswith(FILE_PREFIX) else ref
+    if not local.endswith((".yaml", ".yml")) or local.startswith("azureml:"):
+        raise UserError(f"pipeline: job {job!r} must name its component as a local spec file "
+                        f"(../components/<name>.yaml), got {ref!r}; registered components run only on Azure ML")
+    return (pipeline_path.parent / local).resolve()
 
 
 def check_port_types(pipeline: Pipeline) -> None:

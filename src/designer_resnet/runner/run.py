@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..specs import command_template, flavour, is_distributed, render
 from .graph import Node, Pipeline, check_port_types, load_pipeline, topological_order
 
-_PLACEHOLDER = re.compile(r"\{(inputs|outputs)\.([\w-]+)\}")
-_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([\w-]+)\s*\}\}$")
 CACHE_INDEX = ".cache.json"
 LOG = "log.txt"
@@ -91,26 +90,14 @@ def pipeline_inputs(pipeline: Pipeline, overrides: dict[str, str]) -> dict[str, 
 
 
 def render_command(node: Node, values: dict[str, str], python: list[str]) -> list[str]:
-    """The node's command as argv: optional `[...]` blocks kept only when all their inputs are set."""
-    spec = node.spec
-    template = spec.get("command") or (spec.get("launcher") or {}).get("additional_arguments")
+    """The node's command as argv, rendered as Azure ML renders its flavour; `python` replaces the leading python."""
+    template = command_template(node.spec)
     if not template:
         raise UserError(f"pipeline: component of job {node.name!r} has no command")
-
-    def keep(block: re.Match) -> str:
-        names = [f"{kind}.{name}" for kind, name in _PLACEHOLDER.findall(block.group(1))]
-        return block.group(1) if all(n in values for n in names) else ""
-
-    argv = shlex.split(_OPTIONAL.sub(keep, template))
-    rendered = []
-    for token in argv:
-        def sub(m: re.Match) -> str:
-            key = f"{m.group(1)}.{m.group(2)}"
-            if key not in values:
-                raise UserError(f"pipeline: job {node.name!r} needs {key}, which is neither given nor defaulted")
-            return values[key]
-
-        rendered.append(_PLACEHOLDER.sub(sub, token))
+    try:
+        rendered = render(template, flavour(node.spec), values)
+    except UserError as exc:
+        raise UserError(f"pipeline: job {node.name!r}: {exc}") from None
     if rendered[:1] != ["python"]:
         raise UserError(f"pipeline: job {node.name!r}: only `python ...` commands run locally")
     return python + rendered[1:]
@@ -187,7 +174,7 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
             slot = f"inputs.{key}"
             if key in upstream:
                 src, out = upstream[key]
-                values[slot] = str(result.nodes[src].folder / out)
+                values[slot] = shlex.quote(str(result.nodes[src].folder / out))
                 identity[slot] = f"{digests[src]}:{out}"
                 continue
             match = _PARENT_INPUT.match(str(value)) if isinstance(value, str) else None
@@ -197,6 +184,7 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
                 if match.group(1) not in fingerprints:
                     fingerprints[match.group(1)] = data_fingerprint(Path(values[slot]))
                 identity[slot] += ":" + fingerprints[match.group(1)]
+                values[slot] = shlex.quote(values[slot])  # a local path may hold spaces; Azure's never do
         code_dir = (node.spec_path.parent / str(node.spec.get("code", "."))).resolve()
         if code_dir not in code_digests:
             code_digests[code_dir] = _code_digest(code_dir)
@@ -217,10 +205,10 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
         folder = run_dir / name
         folder.mkdir()
         for out in node.spec.get("outputs") or {}:
-            values[f"outputs.{out}"] = str(folder / out)
+            values[f"outputs.{out}"] = shlex.quote(str(folder / out))
         python = [sys.executable]
         nproc_here = 1
-        if node.spec.get("type") == "DistributedComponent":
+        if is_distributed(node.spec, node.raw):
             nproc_here = local_processes(node, nproc)
             if nproc_here > 1:  # one process needs no launcher: same code path, clearer logs
                 python = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_here}"]

@@ -1,4 +1,10 @@
-"""Process-group set-up for torchrun, Azure ML's torch.distributed launcher, and MPI."""
+"""Process-group set-up for torchrun, Azure ML's PyTorch distribution, and MPI.
+
+All three give every process RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+MASTER_PORT (MPI through OMPI_COMM_WORLD_*, mapped below). Azure ML's PyTorch
+distribution starts `process_count_per_instance` processes on each node itself
+and sets those plus NODE_RANK, but not LOCAL_WORLD_SIZE, which torchrun sets.
+"""
 
 from __future__ import annotations
 
@@ -32,12 +38,21 @@ def _from_mpi(env: dict) -> None:
     env["RANK"] = env["OMPI_COMM_WORLD_RANK"]
     env["WORLD_SIZE"] = env["OMPI_COMM_WORLD_SIZE"]
     env["LOCAL_RANK"] = env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")
-    env.setdefault("LOCAL_WORLD_SIZE", env.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1"))
+    if "OMPI_COMM_WORLD_LOCAL_SIZE" in env:
+        env.setdefault("LOCAL_WORLD_SIZE", env["OMPI_COMM_WORLD_LOCAL_SIZE"])
     if "MASTER_ADDR" not in env and "AZ_BATCH_MASTER_NODE" in env:  # Azure ML MPI: "host:port"
         host, _, port = env["AZ_BATCH_MASTER_NODE"].partition(":")
         env["MASTER_ADDR"], env["MASTER_PORT"] = host, port or "6105"
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", "29500")
+
+
+def processes_per_node(env, world: int) -> int:
+    """LOCAL_WORLD_SIZE when the launcher sets it; else one process per local GPU (Azure ML's rule), else 1."""
+    if env.get("LOCAL_WORLD_SIZE"):
+        return int(env["LOCAL_WORLD_SIZE"])
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, min(world, gpus)) if gpus else 1
 
 
 def init_distributed() -> DistInfo:
@@ -47,7 +62,7 @@ def init_distributed() -> DistInfo:
     if world <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
-                    int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+                    processes_per_node(os.environ, world))
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
         dist.init_process_group("nccl", device_id=torch.device("cuda", info.local_rank))

@@ -1,0 +1,108 @@
+"""What a component spec says, in either flavour: v2 command or designer-typed.
+
+The v2 flavour (`type: command`) has Azure ML's v2 port types (`uri_folder`,
+`mlflow_model`) and `${{inputs.x}}` / `$[[...]]` command syntax; the designer
+port type a folder port expects is named in its description as
+"Designer type: <type>." The typed flavour (`CommandComponent`,
+`DistributedComponent`) has the designer's port types and `{inputs.x}` /
+`[...]` syntax. Both are generated from `components/source/` by
+`components/generate.py`; this module is the one place that reads them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .errors import UserError
+
+V2_TYPE = "command"
+TYPED_TYPES = ("CommandComponent", "DistributedComponent")
+# A port of this designer type takes any folder.
+ANY_PORT = "AnyDirectory"
+DESIGNER_PORT_TYPES = ("AnyDirectory", "ImageDirectory", "UntrainedModelDirectory", "ModelDirectory",
+                       "DataFrameDirectory", "TransformationDirectory")
+# v2 type of each designer folder type; every other folder is a uri_folder.
+V2_PORT_TYPE = {"ModelDirectory": "mlflow_model"}
+V2_FOLDER = "uri_folder"
+_DESIGNER_NOTE = "Designer type: {}."
+_DESIGNER_NOTE_RE = re.compile(r"Designer type: (\w+)\.")
+
+# Placeholders and optional blocks of each flavour's command.
+_SYNTAX = {
+    "v2": (re.compile(r"\$\{\{\s*(inputs|outputs)\.([\w-]+)\s*\}\}"), re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)),
+    "typed": (re.compile(r"\{(inputs|outputs)\.([\w-]+)\}"), re.compile(r"\[([^\[\]]*)\]")),
+}
+
+
+def designer_note(port_type: str) -> str:
+    """The sentence a port description ends with, naming the designer type of the folder."""
+    return _DESIGNER_NOTE.format(port_type)
+
+
+def flavour(spec: dict) -> str:
+    """'v2' or 'typed'; UserError for anything else."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind == V2_TYPE:
+        return "v2"
+    if kind in TYPED_TYPES:
+        return "typed"
+    raise UserError(f"component type {kind!r} is not one this runner knows; use a v2 `command` component or a "
+                    f"designer {' or '.join(TYPED_TYPES)}")
+
+
+def port_type(spec: dict, direction: str, port: str) -> str | None:
+    """The designer port type of an input or output; None if the spec has no such port.
+
+    A v2 port whose description names no designer type gives its v2 type.
+    """
+    entry = (spec.get(direction) or {}).get(port)
+    if not isinstance(entry, dict):
+        return None
+    if flavour(spec) == "typed":
+        return entry.get("type")
+    note = _DESIGNER_NOTE_RE.search(str(entry.get("description") or ""))
+    return note.group(1) if note else entry.get("type")
+
+
+def command_template(spec: dict) -> str:
+    """The command line template: `command`, or a DistributedComponent's launcher arguments."""
+    return spec.get("command") or (spec.get("launcher") or {}).get("additional_arguments") or ""
+
+
+def is_distributed(spec: dict, node: dict | None = None) -> bool:
+    """True for a DistributedComponent, or a v2 component or node with a PyTorch distribution."""
+    if spec.get("type") == "DistributedComponent":
+        return True
+    for source in (node or {}, spec):
+        distribution = source.get("distribution")
+        if isinstance(distribution, dict) and str(distribution.get("type", "")).lower() == "pytorch":
+            return True
+    return False
+
+
+def placeholders(template: str, kind: str) -> set[tuple[str, str]]:
+    """(inputs|outputs, name) pairs the template refers to."""
+    return set(_SYNTAX[kind][0].findall(template))
+
+
+def render(template: str, kind: str, values: dict[str, str]) -> list[str]:
+    """The command as argv, rendered as Azure ML renders it: values put into the text, then split as a shell would.
+
+    `values` maps "inputs.x"/"outputs.y" to their text (quote a value that may hold
+    spaces with shlex.quote). An optional block is kept only when every placeholder
+    in it has a value; any other placeholder without one is an error.
+    """
+    placeholder, optional = _SYNTAX[kind]
+
+    def keep(block: re.Match) -> str:
+        names = [f"{d}.{n}" for d, n in placeholder.findall(block.group(1))]
+        return block.group(1) if all(n in values for n in names) else ""
+
+    def sub(m: re.Match) -> str:
+        key = f"{m.group(1)}.{m.group(2)}"
+        if key not in values:
+            raise UserError(f"the command needs {key}, which is neither given nor defaulted")
+        return values[key]
+
+    return shlex.split(placeholder.sub(sub, optional.sub(keep, template)))
