@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from designer_resnet import __version__  # noqa: E402
-from designer_resnet.specs import DESIGNER_PORT_TYPES, V2_FOLDER, V2_PORT_TYPE, designer_note  # noqa: E402
+from designer_resnet.specs import (  # noqa: E402
+    DESIGNER_PORT_TYPES, TYPED_SUFFIX, V2_FOLDER, V2_PARAM_TYPE, V2_PORT_TYPE, designer_note)
 
 SOURCES = REPO / "components" / "source"
 V2_DIR = REPO / "components"
@@ -40,12 +41,9 @@ ENVIRONMENTS = REPO / "environments"
 PIPELINE = REPO / "pipelines" / "image_classification.yml"
 TYPED_PIPELINE = REPO / "pipelines" / "image_classification_typed.yml"
 
-TYPED_SUFFIX = "_typed"
 V2_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
 TYPED_SCHEMA = "https://componentsdk.azureedge.net/jsonschema/{}.json"
 PACKAGE_TAG = "designer-resnet"
-# Designer parameter type -> v2 input type (an Enum is a v2 string with `enum`).
-V2_PARAM_TYPE = {"Integer": "integer", "Float": "number", "Boolean": "boolean", "String": "string", "Enum": "string"}
 _V2_PLACEHOLDER = re.compile(r"\{((?:inputs|outputs)\.[\w-]+)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 

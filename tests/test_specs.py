@@ -19,7 +19,8 @@ import pytest
 import yaml
 from azure.ai.ml import load_component, load_environment
 
-from designer_resnet.specs import V2_PORT_TYPE, command_template, placeholders, port_type, render
+from designer_resnet.specs import (
+    TYPED_SUFFIX, V2_PARAM_TYPE as V2_PARAM, V2_PORT_TYPE, command_template, placeholders, port_type, render)
 
 from conftest import REPO
 
@@ -27,7 +28,6 @@ FLAG = "AZURE_ML_INTERNAL_COMPONENTS_ENABLED"
 SOURCES = sorted((REPO / "components" / "source").glob("*.yaml"))
 NAMES = [p.stem for p in SOURCES]
 V2_DIR, TYPED_DIR = REPO / "components", REPO / "components" / "typed"
-V2_PARAM = {"Integer": "integer", "Float": "number", "Boolean": "boolean", "String": "string", "Enum": "string"}
 
 # name -> (distributed, {input: (designer type, default, extra)}, {output: designer type}); extra: min/max/enum/optional
 EXPECTED = {
@@ -153,7 +153,7 @@ def test_typed_specs_and_pipeline_validate_with_the_private_flag(typed):
     assert typed["load_errors"] == {}
     for name, spec in typed["specs"].items():
         assert spec["valid"], (name, spec["errors"])
-        assert spec["name"] == f"{name}_typed" and spec["display_name"] == DISPLAY[name]
+        assert spec["name"] == f"{name}{TYPED_SUFFIX}" and spec["display_name"] == DISPLAY[name]
         assert spec["type"] == ("DistributedComponent" if EXPECTED[name][0] else "CommandComponent")
     assert typed["pipeline"]["valid"], typed["pipeline"]["errors"]
     assert typed["pipeline"]["jobs"]["train"] == "DistributedComponent"

@@ -25,6 +25,10 @@ DESIGNER_PORT_TYPES = ("AnyDirectory", "ImageDirectory", "UntrainedModelDirector
 # v2 type of each designer folder type; every other folder is a uri_folder.
 V2_PORT_TYPE = {"ModelDirectory": "mlflow_model"}
 V2_FOLDER = "uri_folder"
+# Designer parameter type -> v2 input type (an Enum is a v2 string with `enum`).
+V2_PARAM_TYPE = {"Integer": "integer", "Float": "number", "Boolean": "boolean", "String": "string", "Enum": "string"}
+# A designer-typed spec is named <v2 name><TYPED_SUFFIX>, so both flavours register in one workspace.
+TYPED_SUFFIX = "_typed"
 _DESIGNER_NOTE = "Designer type: {}."
 _DESIGNER_NOTE_RE = re.compile(r"Designer type: (\w+)\.")
 
