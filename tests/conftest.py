@@ -74,3 +74,45 @@ def run_module(module: str, *args: str, cwd: Path | None = None) -> subprocess.C
 
 def files_under(path: Path) -> set[str]:
     return {p.relative_to(path).as_posix() for p in path.rglob("*")}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def transformed_model(tmp_path_factory) -> Path:
+    """A resnet18 trained (1 epoch) on Resize 40 / CenterCrop 32 files, and raw test photos of mixed sizes and formats.
+
+    Layout: raw_test/<class>/*.png|jpg (raw, sizes 45x38 .. 64x48), test (Convert of raw_test),
+    test_tf (Apply 'For inference' of test), model (the trained ModelDirectory).
+    """
+    from designer_resnet.data.convert import convert_to_image_directory
+    from designer_resnet.directories.transformation_directory import write_transformation_directory
+    from designer_resnet.models.create import create_untrained_model
+    from designer_resnet.training.train import TrainConfig, train
+    from designer_resnet.transforms.apply import apply_image_transformation
+    from designer_resnet.transforms.ops import designer_ops
+
+    root = tmp_path_factory.mktemp("transformed")
+    write_labelled_set(root / "raw_train", 6, seed=0, sizes=[(48, 40), (60, 44), (40, 52)])
+    write_labelled_set(root / "raw_test", 2, seed=1, sizes=[(45, 38), (64, 48)])
+    for i, path in enumerate(sorted((root / "raw_test").rglob("*.png"))):
+        if i % 2:  # half of them JPEG, as photos are
+            Image.open(path).save(path.with_suffix(".jpg"), format="JPEG", quality=90)
+            path.unlink()
+    ops = designer_ops(size=40, crop_size=32, random_horizontal_flip=True)
+    write_transformation_directory(root / "tf", ops)
+    convert_to_image_directory(root / "raw_train", root / "train_raw")
+    convert_to_image_directory(root / "raw_test", root / "test")
+    apply_image_transformation(root / "tf", root / "train_raw", root / "train", mode="For training")
+    apply_image_transformation(root / "tf", root / "test", root / "test_tf", mode="For inference")
+    create_untrained_model(root / "untrained", {"model_name": "resnet18", "pretrained": False})
+    train(root / "untrained", root / "train", root / "test_tf", root / "model",
+          TrainConfig(epochs=1, batch_size=6, learning_rate=0.01, workers=0))
+    return root

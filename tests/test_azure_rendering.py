@@ -112,7 +112,7 @@ def test_train_runs_under_azure_pytorch_distribution_variables(tmp_path):
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     spec = yaml.safe_load((tmp_path / "model" / "model_spec.yaml").read_text())
-    assert spec["training"]["world_size"] == 2
+    assert spec["designer_resnet"]["training"]["world_size"] == 2
     assert sum("trained 1 epoch(s)" in out for out, _ in outputs) == 1  # only rank 0 writes and reports
 
 

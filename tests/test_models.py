@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 import torch
 import yaml
@@ -98,10 +100,17 @@ def test_untrained_directory_records_what_to_build(tmp_path):
     assert result.returncode == 0, result.stderr
     meta = yaml.safe_load((tmp_path / "m" / "_meta.yaml").read_text())
     spec = yaml.safe_load((tmp_path / "m" / MODEL_SPEC).read_text())
-    assert meta == {"type": "ModelDirectory", "model": "model_spec.yaml"}
-    assert spec["flavor"]["init_params"] == {"model_name": "resnet18", "pretrained": False, "weights": "DEFAULT",
-                                             "zero_init_residual": True}
-    assert spec["flavor"]["class"] == "ResNet" and spec["task_type"] == "MultiClassification"
+    assert meta == {"type": "ModelDirectory", "extension": {}, "model": "model_spec.yaml"}
+    assert spec["designer_resnet"]["init_params"] == {"model_name": "resnet18", "pretrained": False,
+                                                      "weights": "DEFAULT", "zero_init_residual": True}
+    # What the built-in Train PyTorch Model reads: its own class, its init_params, a loadable 1000-way `model`.
+    extras = spec["flavor_extras"]
+    assert extras["class"] == "ResNet" and extras["module"].endswith("vision.classification.resnet")
+    assert extras["init_params"] == {"model_name": "resnet18", "pretrained": False, "zero_init_residual": True}
+    assert spec["task_type"] == "MultiClassification" and spec["model_file"] == "model"
+    datetime.strptime(spec["time_created"], "%Y-%m-%dT%H:%M:%S.%f%z")
+    state = torch.load(tmp_path / "m" / "model", weights_only=True)
+    assert all(k.startswith("model.") for k in state) and state["model.fc.weight"].shape == (1000, 512)
     model = read_untrained(tmp_path / "m").build(4)
     assert all((b.bn2.weight == 0).all() for b in model.layer1)
 
@@ -110,10 +119,11 @@ def test_model_folder_naming_foreign_code_is_refused(tmp_path):
     run_module("resnet", "--model_name", "resnet18", "--pretrained", "false", "--output_path", tmp_path / "m")
     spec_path = tmp_path / "m" / MODEL_SPEC
     spec = yaml.safe_load(spec_path.read_text())
-    spec["flavor"]["module"] = "os"
-    spec["flavor"]["class"] = "system"
+    del spec["designer_resnet"]
+    spec["flavor_extras"]["module"] = "os"
+    spec["flavor_extras"]["class"] = "system"
     spec_path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(UserError, match="the model class os.system is not one of ours"):
+    with pytest.raises(UserError, match="the model class os.system is neither ours nor a built-in ResNet or DenseNet"):
         read_untrained(tmp_path / "m", input_name="untrained_model")
 
 

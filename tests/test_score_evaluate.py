@@ -77,18 +77,18 @@ def test_scoring_reproduces_the_in_memory_model(trained, tmp_path):
 
 
 def test_fast_uint8_path_equals_per_image_normalisation():
-    from designer_resnet.scoring.score import _pipeline
+    from designer_resnet.transforms.ops import inference_pipeline
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(3)]
     ops = [["Resize", [[16, 16]]], ["CenterCrop", 12]]
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
-    per_image, finish = _pipeline(ops, mean, std)
+    per_image, finish = inference_pipeline(ops, mean, std)
     fast = finish(torch.stack([per_image(i) for i in images]))
     general = torch.stack([tensor_pipeline(ops + [["Normalize", {"mean": mean, "std": std}]])(i) for i in images])
     assert fast.shape == (3, 3, 12, 12)
     torch.testing.assert_close(fast, general, atol=1e-5, rtol=1e-5)
-    _, identity = _pipeline(ops + [["RandomErasing", {}]], mean, std)  # a tensor op: per-image path
+    _, identity = inference_pipeline(ops + [["RandomErasing", {}]], mean, std)  # a tensor op: per-image path
     assert identity(fast) is fast
 
 
@@ -177,7 +177,9 @@ def test_metrics_equal_scikit_learn(tmp_path):
             assert img.format == "PNG"
 
 
-def test_two_scored_inputs_side_by_side(tmp_path):
+def test_two_scored_inputs_side_by_side(tmp_path, monkeypatch):
+    # A tracking server, as on Azure ML (a local one here): the metrics go to its run.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'tracking.db'}")
     _hand_made_table(tmp_path / "a", rng_seed=0)
     _hand_made_table(tmp_path / "b", rng_seed=1)
     result = run_module("evaluate_model", "--scored_dataset", tmp_path / "a", "--scored_dataset_to_compare", tmp_path / "b",
@@ -189,7 +191,7 @@ def test_two_scored_inputs_side_by_side(tmp_path):
     assert (tmp_path / "eval" / "confusion_matrix_to_compare.png").exists()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'eval' / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'tracking.db'}")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.data.metrics["overall_accuracy"] == pytest.approx(table["Overall Accuracy"].iloc[0])
     assert run.data.metrics["compare_overall_accuracy"] == pytest.approx(table["Overall Accuracy"].iloc[1])
@@ -211,3 +213,109 @@ def test_end_to_end_scored_model_evaluates(trained, tmp_path):
     df = read_dataframe_directory(tmp_path / "scored")
     assert result["overall"]["Overall Accuracy"] == pytest.approx(np.mean(df["category"] == df["Scored Labels"]))
     assert result["overall"]["Rows"] == 12
+
+
+# What the designer's built-in Evaluate Model checks of a scored DataFrameDirectory.
+_ARROW_TYPE_NAMES = {"int64": "int64", "double": "float64", "string": "str", "large_string": "str", "bool": "bool"}
+
+
+def _assert_designer_loadable(path):
+    """All four schema keys; one attribute per parquet column, in order, with the stored type and nullability."""
+    import pyarrow.parquet as pq
+
+    meta = yaml.safe_load((path / "_meta.yaml").read_text())
+    assert (meta["type"], meta["format"]) == ("DataFrameDirectory", "Parquet")
+    schema = json.loads((path / meta["schema"]).read_text())
+    assert {"columnAttributes", "featureChannels", "labelColumns", "scoreColumns"} <= set(schema)
+    stored = pq.read_schema(path / meta["data"])
+    df = pd.read_parquet(path / meta["data"])
+    attributes = schema["columnAttributes"]
+    assert [a["name"] for a in attributes] == stored.names
+    for attribute, field in zip(attributes, stored):
+        assert attribute["elementType"]["typeName"] == _ARROW_TYPE_NAMES[str(field.type)], field.name
+        assert attribute["type"] == ("String" if attribute["elementType"]["typeName"] == "str" else "Numeric")
+        assert attribute["elementType"]["isNullable"] == bool(df[field.name].isna().any()), field.name
+    roles = set(schema["labelColumns"].values()) | set(schema["scoreColumns"].values())
+    assert roles <= set(stored.names)
+    for attribute in attributes:
+        assert attribute["isFeature"] == (attribute["name"] not in roles), attribute["name"]
+    return schema
+
+
+def test_labelled_scored_output_has_the_designer_schema(trained, tmp_path):
+    root, _ = trained
+    import shutil
+
+    shutil.copytree(root / "valid", tmp_path / "valid")
+    d = ImageDirectory.load(tmp_path / "valid")
+    d.image_path(d.rows[2]).write_bytes(b"not an image any more")  # a row with no label and NaN scores
+    score_image_model(root / "model", tmp_path / "valid", tmp_path / "scored")
+    schema = _assert_designer_loadable(tmp_path / "scored")
+    assert [a["name"] for a in schema["columnAttributes"]] == ["id", "category", "Scored Labels",
+                                                               PROB + "a", PROB + "b", PROB + "c"]
+    nullable = {a["name"]: a["elementType"]["isNullable"] for a in schema["columnAttributes"]}
+    assert nullable == {"id": False, "category": False, "Scored Labels": True,
+                        PROB + "a": True, PROB + "b": True, PROB + "c": True}
+    assert schema["featureChannels"] == []
+    assert schema["labelColumns"] == {"True Labels": "category"}
+    assert schema["scoreColumns"] == {"Multi Class Assigned Labels": "Scored Labels",
+                                      **{PROB + c: PROB + c for c in "abc"}}
+    assert [a["isFeature"] for a in schema["columnAttributes"]] == [True] + [False] * 5
+    # Our Evaluate Model's own table is a DataFrameDirectory too.
+    evaluate_model(tmp_path / "scored", tmp_path / "eval")
+    _assert_designer_loadable(tmp_path / "eval")
+
+
+def test_unlabelled_scored_output_has_the_designer_schema(trained, tmp_path):
+    root, _ = trained
+    score_image_model(root / "model", root / "unlabelled", tmp_path / "scored")
+    schema = _assert_designer_loadable(tmp_path / "scored")
+    assert schema["labelColumns"] == {}
+    assert schema["scoreColumns"] == {"Multi Class Assigned Labels": "Scored Labels",
+                                      **{PROB + c: PROB + c for c in "abc"}}
+
+
+def _builtin_scored_folder(path, label: str, rng_seed=3):
+    """A scored folder laid out exactly as the built-in Score Image Model writes it (no `extension` of ours)."""
+    rng = np.random.default_rng(rng_seed)
+    classes = ["circle", "cross", "square"]
+    n = 30
+    logits = rng.normal(size=(n, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = [classes[i] for i in rng.integers(0, 3, n)]
+    df = pd.DataFrame({label: truth, "id": np.arange(n, dtype=np.int64)})
+    for i, c in enumerate(classes):
+        df[PROB + c] = probs[:, i]
+    df["Scored Labels"] = [classes[i] for i in probs.argmax(axis=1)]
+    path.mkdir(parents=True)
+    df.to_parquet(path / "_data.parquet", index=False)
+
+    def attribute(name, kind, type_name, feature=False):
+        return {"name": name, "type": kind, "isFeature": feature,
+                "elementType": {"typeName": type_name, "isNullable": False}}
+
+    schema = {
+        "columnAttributes": [attribute(label, "String", "str"), attribute("id", "Numeric", "int64", True),
+                             *[attribute(PROB + c, "Numeric", "float64") for c in classes],
+                             attribute("Scored Labels", "String", "str")],
+        "featureChannels": [],
+        "labelColumns": {"True Labels": label},
+        "scoreColumns": {**{PROB + c: PROB + c for c in classes}, "Multi Class Assigned Labels": "Scored Labels"},
+    }
+    (path / "schema").mkdir()
+    (path / "schema" / "_schema.json").write_text(json.dumps(schema))
+    (path / "_meta.yaml").write_text(yaml.safe_dump({
+        "type": "DataFrameDirectory", "visualization": [{"type": "Visualization", "path": "_data.visualization"}],
+        "extension": {}, "format": "Parquet", "data": "_data.parquet", "samples": "_samples.json",
+        "schema": "schema/_schema.json"}, sort_keys=False))
+    return truth, probs, classes
+
+
+@pytest.mark.parametrize("label", ["category", "shape"])  # the label column is whatever the ImageDirectory named it
+def test_evaluates_the_builtin_score_output(tmp_path, label):
+    truth, probs, classes = _builtin_scored_folder(tmp_path / "scored", label)
+    (result,) = evaluate_model(tmp_path / "scored", tmp_path / "eval")
+    pred = [classes[i] for i in probs.argmax(axis=1)]
+    assert result["overall"]["Overall Accuracy"] == pytest.approx(accuracy_score(truth, pred))
+    assert result["overall"]["Rows"] == 30
+    assert result["confusion_matrix"]["labels"] == classes

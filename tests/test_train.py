@@ -59,11 +59,12 @@ def test_training_writes_loadable_model_and_mlflow_model(tiny, monkeypatch):
     assert len(result.history) == 2 and result.best_epoch in (1, 2)
     meta = yaml.safe_load((out / "_meta.yaml").read_text())
     spec = yaml.safe_load((out / "model_spec.yaml").read_text())
-    assert meta == {"type": "ModelDirectory", "model": "model_spec.yaml"}
-    assert spec["model_file"] == "model.pt" and spec["label_map_file"] == "index_to_label.csv"
-    assert spec["flavor"]["init_params"]["num_classes"] == 3 and spec["conda_file"] == "conda.yaml"
+    assert meta == {"type": "ModelDirectory", "extension": {}, "model": "model_spec.yaml"}
+    assert spec["model_file"] == "model" and spec["label_map_file"] == "index_to_label.csv"
+    # What the built-in Score rebuilds: the network with a 3-way head, no ImageNet download.
+    assert {k: spec["flavor_extras"]["init_params"][k] for k in ("model_name", "pretrained", "num_classes")} == {
+        "model_name": "resnet18", "pretrained": False, "num_classes": 3}
     assert (out / "index_to_label.csv").read_text().splitlines() == [",label", "0,a", "1,b", "2,c"]
-    assert (out / "MLmodel").exists() and (out / "conda.yaml").exists()
     with Image.open(out / "training_curves.png") as png:
         assert png.size[0] > 300
 
@@ -72,18 +73,19 @@ def test_training_writes_loadable_model_and_mlflow_model(tiny, monkeypatch):
     with torch.no_grad():
         expected = result.model.eval()(images)
         assert torch.allclose(trained.model(images), expected, atol=1e-5)
-        import mlflow.pytorch
+    # Also an MLflow model, with the weights stored once: nothing else in the folder is large.
+    assert (out / "MLmodel").exists() and (out / "code" / "designer_resnet" / "serving" / "pyfunc.py").exists()
+    sizes = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    assert sizes["model"] > 40e6 and sum(sizes.values()) - sizes["model"] < 2e6, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
 
-        mlflow_model = mlflow.pytorch.load_model(str(out))
-        assert torch.allclose(mlflow_model(images), expected, atol=1e-4)
+    import csv
 
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    for metric in ("learning_rate", "images_per_second", "train_loss", "train_error", "valid_loss", "top1", "top5"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
-    assert run.data.params["batch_size"] == "8"
+    with open(out / "training_metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "learning_rate", "images_per_second", "train_loss", "train_error", "valid_loss",
+                            "top1", "top5"}
+    assert not (out / "mlflow.db").exists()
 
 
 def test_best_epoch_weights_are_kept(tiny):
@@ -91,7 +93,7 @@ def test_best_epoch_weights_are_kept(tiny):
     best = max(result.history, key=lambda h: h.top1)
     assert result.best_epoch == best.epoch
     spec = yaml.safe_load((tiny / "out" / "model_spec.yaml").read_text())
-    assert spec["training"]["best_epoch"] == best.epoch and spec["training"]["best_top1"] == best.top1
+    assert spec["designer_resnet"]["training"]["best_epoch"] == best.epoch and spec["designer_resnet"]["training"]["best_top1"] == best.top1
 
 
 def test_same_seed_gives_identical_weights(tiny):
@@ -116,7 +118,7 @@ def test_two_process_torchrun_trains_with_gloo(tiny):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     spec = yaml.safe_load((tiny / "ddp" / "model_spec.yaml").read_text())
-    assert spec["training"]["world_size"] == 2
+    assert spec["designer_resnet"]["training"]["world_size"] == 2
     trained = read_trained(tiny / "ddp")
     assert trained.categories == ["a", "b", "c"]
     assert trained.model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
@@ -158,8 +160,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert final_whole["epoch"] == final_resumed["epoch"] == 5
     for key, value in final_whole["model"].items():
         assert torch.equal(value, final_resumed["model"][key]), key
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    a = torch.load(tmp_path / "whole" / "model", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -225,3 +227,66 @@ def test_digits_reach_95_percent_top1_in_10_epochs(tmp_path, record_property):
     record_property("digits_top1", best)
     print(f"digits validation top-1: {best:.4f} after {len(result.history)} epoch(s)")
     assert best >= 0.95
+
+
+def test_local_run_records_every_epoch_in_training_metrics_csv(tiny, monkeypatch):
+    """No tracking server: a row per epoch in training_metrics.csv, resumed epochs too; no MLflow store anywhere."""
+    import csv
+
+    from designer_resnet.training.report import epoch_metrics
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tiny)
+    first = train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "first", _cfg(epochs=2, patience=5),
+                  checkpoint_dir=tiny / "ckpt")
+    resumed = train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "resumed", _cfg(epochs=3, patience=5),
+                    checkpoint_dir=tiny / "ckpt")
+    assert [h.epoch for h in first.history] == [1, 2] and [h.epoch for h in resumed.history] == [1, 2, 3]
+    for out, result in ((tiny / "first", first), (tiny / "resumed", resumed)):
+        with open(out / "training_metrics.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == ["epoch", "train_loss", "train_error", "images_per_second", "valid_loss", "top1",
+                                 "top5", "learning_rate"]
+        assert [{k: float(v) for k, v in row.items()} for row in rows] == [
+            {"epoch": h.epoch, **epoch_metrics(h)} for h in result.history]
+        assert not (out / "mlflow.db").exists()
+    assert not (tiny / "mlruns").exists()
+
+
+def test_tracking_server_gets_every_epoch_and_the_params(tiny, monkeypatch):
+    """Where MLFLOW_TRACKING_URI is set (Azure ML sets it for the job's run), MLflow gets the metrics as before."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tiny / 'server.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "out", _cfg(epochs=2, patience=5))
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    for metric in ("learning_rate", "images_per_second", "train_loss", "train_error", "valid_loss", "top1", "top5"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2], metric
+    assert run.data.params["batch_size"] == "8" and run.info.status == "FINISHED"
+    assert (tiny / "out" / "training_metrics.csv").exists() and not (tiny / "out" / "mlflow.db").exists()
+
+
+def test_cli_run_writes_nothing_under_home_or_the_working_directory(tiny):
+    """No ~/.config/mlflow (MLflow's telemetry), no ~/.config or ~/.cache/matplotlib, no ./mlruns."""
+    import os
+
+    home, cwd = tiny / "home", tiny / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "XDG_")) and k not in ("MPLCONFIGDIR", "DO_NOT_TRACK")}
+    # MLflow keeps its telemetry off by itself under pytest or CI; the run must not depend on that.
+    for name in ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "JENKINS_URL", "BUILDKITE",
+                 "CIRCLECI", "TRAVIS"):
+        env.pop(name, None)
+    env["HOME"] = str(home)
+    result = subprocess.run(_train_cli(tiny, tiny / "out", "--epochs", "1"), cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+    assert list(cwd.iterdir()) == []
+    assert (tiny / "out" / "training_metrics.csv").exists() and (tiny / "out" / "training_curves.png").exists()

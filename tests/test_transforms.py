@@ -18,7 +18,8 @@ from designer_resnet.directories.transformation_directory import (
 )
 from designer_resnet.errors import UserError
 from designer_resnet.transforms.apply import apply_image_transformation
-from designer_resnet.transforms.ops import designer_ops, pending_ops, plan, tensor_pipeline, validate_ops
+from designer_resnet.transforms.ledger import pending_ops
+from designer_resnet.transforms.ops import designer_ops, plan, tensor_pipeline, validate_ops
 
 from conftest import make_image, run_module
 

@@ -1,13 +1,19 @@
-"""MLflow logging for a component run: the Azure ML job's run, or a local sqlite store."""
+"""Metrics of a component run: MLflow (the Azure ML job's run, or a local sqlite store), or a CSV in the output."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import time
 from pathlib import Path
 
 MLFLOW_DB = "mlflow.db"
+
+
+def on_tracking_server() -> bool:
+    """True where a tracking server is set for this process (Azure ML sets MLFLOW_TRACKING_URI for every job)."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 class MlflowLog:
@@ -56,3 +62,44 @@ class MlflowLog:
             engine = getattr(self.client._tracking_client.store, "engine", None)
             if engine is not None:
                 engine.dispose()
+
+
+class StepLog:
+    """Metrics per step (an epoch) as a small CSV in the output folder, and in MLflow where a server is set.
+
+    The CSV (one row per step, a column per metric) is always written and costs
+    nothing to keep. MLflow is used only where MLFLOW_TRACKING_URI is set (on
+    Azure ML: the job's own run, exactly as MlflowLog logs it); a local run
+    never imports MLflow for it, nor builds an sqlite store, which took seconds
+    per run (mlflow, SQLAlchemy and Alembic imports and ~60 schema migrations).
+    """
+
+    def __init__(self, stage: Path, final_output: Path, experiment: str, params: dict | None = None, *,
+                 file_name: str, step_name: str = "epoch"):
+        self.path = Path(stage) / file_name
+        self.step_name = step_name
+        self._rows: dict[int, dict[str, float]] = {}
+        self.mlflow = MlflowLog(stage, final_output, experiment, params) if on_tracking_server() else None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._rows.setdefault(step, {}).update({k: float(v) for k, v in metrics.items()})
+        self._write()
+        if self.mlflow is not None:
+            self.mlflow.log(metrics, step=step)
+
+    def _write(self) -> None:
+        names: dict[str, None] = {}
+        for row in self._rows.values():
+            names.update(dict.fromkeys(row))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow([self.step_name, *names])
+            for step in sorted(self._rows):
+                row = self._rows[step]
+                out.writerow([step, *(repr(row[n]) if n in row else "" for n in names)])
+        os.replace(tmp, self.path)
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.mlflow is not None:
+            self.mlflow.close(status)

@@ -90,7 +90,8 @@ def _convert_folder(root: Path, out: Path, workers: int | None) -> ConvertReport
     if not source.rows:
         raise UserError(f"input_path: no image files found in {root}; supported types are "
                         ".jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp")
-    writer = ImageDirectoryWriter(out, source.categories)
+    # An ImageDirectory given again keeps its ledger: its files are copied as they are.
+    writer = ImageDirectoryWriter(out, source.categories, extension=source.extension)
 
     def copy_one(row: dict):
         src = source.image_path(row)

@@ -1,4 +1,4 @@
-"""Readers and writers of the designer port types (see FORMATS.md)."""
+"""Readers and writers of the designer port types (see docs/formats.md)."""
 
 from .meta import META_FILE, read_meta, write_meta
 from .staging import StagedOutput

@@ -1,6 +1,6 @@
 """ImageDirectory: read what the designer's modules write, write what they read.
 
-Layout (FORMATS.md): `_meta.yaml`, `images.lst` (JSON Lines, one row per
+Layout (docs/formats.md): `_meta.yaml`, `images.lst` (JSON Lines, one row per
 image), `_schema.json` (column attributes), optional `_samples.json`, and the
 image files. A folder without `_meta.yaml` is read as a torchvision
 ImageFolder (`root/<class>/<file>`), else as every image below it, unlabelled.

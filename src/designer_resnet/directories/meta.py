@@ -10,8 +10,10 @@ import yaml
 from ..errors import UserError
 
 META_FILE = "_meta.yaml"
+# Our fields in a `_meta.yaml` `extension` (and a model_spec.yaml) live under this key; the built-ins ignore it.
+EXTENSION_KEY = "designer_resnet"
 
-# UntrainedModelDirectory folders say `type: ModelDirectory` on disk (FORMATS.md);
+# UntrainedModelDirectory folders say `type: ModelDirectory` on disk (docs/formats.md);
 # the port type shown in the designer is carried by the connection, not the file.
 _DISK_TYPE = {"UntrainedModelDirectory": "ModelDirectory"}
 

@@ -11,11 +11,18 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ..directories import StagedOutput
-from ..directories.dataframe_directory import read_dataframe_directory, write_dataframe_directory
+from ..directories.dataframe_directory import (
+    ASSIGNED_LABELS,
+    TRUE_LABELS,
+    read_dataframe_directory,
+    read_dataframe_schema,
+    write_dataframe_directory,
+)
 from ..directories.meta import read_meta
 from ..errors import UserError
-from ..scoring.score import EXTENSION_KEY, PROBABILITY_PREFIX, SCORED_LABELS
-from ..tracking import MlflowLog
+from ..directories.meta import EXTENSION_KEY
+from ..scoring.score import PROBABILITY_PREFIX, SCORED_LABELS
+from ..tracking import MlflowLog, on_tracking_server
 
 log = logging.getLogger(__name__)
 DATASET_NAMES = ("Scored dataset", "Scored dataset to compare")
@@ -23,20 +30,33 @@ LABEL_FALLBACKS = ("category", "Label", "label")
 _LOG_EPS = 1e-15
 
 
-def label_and_classes(df: pd.DataFrame, extension: dict, input_name: str) -> tuple[str, list[str]]:
-    """The true-label column and the classes of the probability columns."""
-    classes = [c[len(PROBABILITY_PREFIX):] for c in df.columns if c.startswith(PROBABILITY_PREFIX)]
-    if not classes or SCORED_LABELS not in df.columns:
+def label_and_classes(df: pd.DataFrame, extension: dict, schema: dict,
+                      input_name: str) -> tuple[str, list[str], list[str]]:
+    """The true-label column, the classes, and each class's probability column.
+
+    The schema's designer roles come first: they are all the built-in Score
+    Image Model leaves (no extension of ours). Without them, our `_meta.yaml`
+    extension names the label column, and columns are found by name.
+    """
+    score_roles = {k: v for k, v in schema["scoreColumns"].items() if isinstance(v, str)}
+    probabilities = {k[len(PROBABILITY_PREFIX):]: v for k, v in score_roles.items() if k.startswith(PROBABILITY_PREFIX)}
+    if not probabilities:
+        probabilities = {c[len(PROBABILITY_PREFIX):]: c for c in df.columns if c.startswith(PROBABILITY_PREFIX)}
+    assigned = score_roles.get(ASSIGNED_LABELS, SCORED_LABELS)
+    if not probabilities or assigned not in df.columns or any(c not in df.columns for c in probabilities.values()):
         raise UserError(f"{input_name}: has no '{SCORED_LABELS}' and '{PROBABILITY_PREFIX}<class>' columns; "
                         "connect the output of Score Image Model")
+    label = schema["labelColumns"].get(TRUE_LABELS)
+    label = label if isinstance(label, str) else None
     ours = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
-    label = ours.get("label_column") if isinstance(ours, dict) else None
-    if label is None and not (isinstance(ours, dict) and "label_column" in ours):
+    if label is None and isinstance(ours, dict) and "label_column" in ours:
+        label = ours["label_column"]  # None: we scored unlabelled data
+    elif label is None:
         label = next((c for c in LABEL_FALLBACKS if c in df.columns), None)
     if label is None or label not in df.columns:
         raise UserError(f"{input_name}: the scored data has no label column; evaluation needs labelled data, "
                         "so score a labelled ImageDirectory (one sub-folder per class)")
-    return label, classes
+    return label, list(probabilities), list(probabilities.values())
 
 
 def compute_metrics(y_true: list[str], probs: np.ndarray, classes: list[str]) -> dict:
@@ -78,8 +98,9 @@ def compute_metrics(y_true: list[str], probs: np.ndarray, classes: list[str]) ->
 def _evaluate_one(path: Path, input_name: str) -> dict:
     df = read_dataframe_directory(path, input_name=input_name)
     extension = read_meta(path, "DataFrameDirectory", input_name=input_name).get("extension") or {}
-    label, classes = label_and_classes(df, extension, input_name)
-    probs = df[[PROBABILITY_PREFIX + c for c in classes]].to_numpy(dtype=np.float64)
+    schema = read_dataframe_schema(path, input_name=input_name)
+    label, classes, probability_columns = label_and_classes(df, extension, schema, input_name)
+    probs = df[probability_columns].to_numpy(dtype=np.float64)
     usable = ~np.isnan(probs).any(axis=1) & df[label].notna().to_numpy()
     if not usable.any():
         raise UserError(f"{input_name}: no row has both a label and scores; check the scored data")
@@ -148,11 +169,12 @@ def evaluate_model(scored: str | Path, output_dir: str | Path, *, compare: str |
         for i, (name, r) in enumerate(zip(DATASET_NAMES, results)):
             plot_confusion(r, stage.path / ("confusion_matrix.png" if i == 0 else "confusion_matrix_to_compare.png"), name)
         plot_per_class(results, stage.path / "per_class_metrics.png")
-        tracker = MlflowLog(stage.path, Path(output_dir), "evaluate_model")
-        try:
-            for i, r in enumerate(results):
-                prefix = "" if i == 0 else "compare "
-                tracker.log({(prefix + k).replace(" ", "_").lower(): v for k, v in r["overall"].items()})
-        finally:
-            tracker.close()
+        if on_tracking_server():  # on Azure ML the job's run; locally metrics.json says it all, at no cost
+            tracker = MlflowLog(stage.path, Path(output_dir), "evaluate_model")
+            try:
+                for i, r in enumerate(results):
+                    prefix = "" if i == 0 else "compare "
+                    tracker.log({(prefix + k).replace(" ", "_").lower(): v for k, v in r["overall"].items()})
+            finally:
+                tracker.close()
     return results

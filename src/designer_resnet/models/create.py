@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..directories import StagedOutput
 from .model_directory import write_untrained
-from .registry import build_model, family_of, load_weights, resolve_weights
+from .registry import family_of, resolve_weights
 
 
 def create_untrained_model(output_dir: str | Path, init_params: dict, *, weights_file: str | Path | None = None) -> Path | None:
@@ -19,7 +19,6 @@ def create_untrained_model(output_dir: str | Path, init_params: dict, *, weights
     weights = None
     if init_params.get("pretrained"):
         weights = resolve_weights(init_params["model_name"], init_params.get("weights", "DEFAULT"), weights_file)
-        build_model(init_params["model_name"], 2, pretrained_state=load_weights(weights))
     with StagedOutput(output_dir, output_name="output_path") as stage:
         write_untrained(stage.path, init_params, weights)
     return weights

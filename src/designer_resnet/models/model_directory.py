@@ -1,183 +1,292 @@
-"""UntrainedModelDirectory and ModelDirectory (FORMATS.md), with an allowlist on load.
+"""UntrainedModelDirectory and ModelDirectory: ours and Microsoft's built-in modules', read and written alike.
 
-Nothing a model folder says is imported or executed: `flavor.module`/`class`
-must name one of our families, and tensors are read with
+Layout (docs/formats.md): `_meta.yaml` (type ModelDirectory, model: model_spec.yaml),
+`model_spec.yaml`, `model` (a state dict whose keys all start with `model.`) and,
+when trained, `index_to_label.csv`. Our folders carry what the built-in modules
+need where they look for it (`flavor_extras` naming their ResNet/DenseNet
+class, `time_created` in their format, their ImageNormalizer pre-processor),
+and what is ours under `designer_resnet:`, which they ignore.
+
+Nothing a folder says is imported or executed: `flavor_extras.module/class` is
+only a key into BUILTIN_CLASSES, a pre-processor must be the built-in
+ImageNormalizer, op lists pass the op allowlist, and tensors are read with
 `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
-import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import yaml
 from torch import nn
 
-from ..directories.meta import read_meta, write_meta
+from ..directories.meta import EXTENSION_KEY, read_meta, write_meta
 from ..errors import UserError
-from .registry import FAMILIES, IMAGENET_MEAN, IMAGENET_STD, build_model, family_of, load_weights
+from ..transforms.ops import validate_ops
+from .registry import StackedHead, build_backbone, build_model, family_of, load_weights
 
 MODEL_SPEC = "model_spec.yaml"
-MODEL_FILE = "model.pt"
-PRETRAINED_FILE = "pretrained_weights.pth"
+MODEL_FILE = "model"
 LABEL_MAP = "index_to_label.csv"
-MODULE = "designer_resnet.models.registry"
-PREPROCESSOR_MODULE = "designer_resnet.transforms.ops"
-PREPROCESSOR_CLASS = "tensor_pipeline"
-ALLOWED = {(MODULE, family) for family in FAMILIES}
+STATE_PREFIX = "model."
+FORMAT_VERSION = 2
+# time_created as the built-in loader parses it; any other form makes it refuse the folder.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
+TASK_TYPE = "MultiClassification"
+_BUILTIN_PACKAGE = "azureml.designer.modules.dl.pytorch.initialize_models.vision.classification"
+# The built-in modules' classes, by (module, class) as a folder names them -> our family.
+BUILTIN_CLASSES = {(f"{_BUILTIN_PACKAGE}.resnet", "ResNet"): "ResNet",
+                   (f"{_BUILTIN_PACKAGE}.densenet", "DenseNet"): "DenseNet"}
+_BUILTIN_OF_FAMILY = {family: key for key, family in BUILTIN_CLASSES.items()}
+# The one pre-processor the built-in Score constructs: ToTensor, then Normalize(mean, std).
+NORMALIZER = ("azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor", "ImageNormalizer")
+BUILTIN_MEAN_STD = [0.5, 0.5, 0.5]
+# What each family's built-in class takes besides model_name and pretrained.
+_BUILTIN_PARAMS = {"ResNet": ("zero_init_residual",), "DenseNet": ("memory_efficient",)}
 
 
 @dataclass
 class UntrainedModel:
     family: str
     init_params: dict
-    weights_path: Path | None
+    weights_path: Path | None  # ImageNet tensors (keys `model.*`) when pretrained
 
     @property
     def model_name(self) -> str:
         return self.init_params["model_name"]
 
     def build(self, num_classes: int) -> nn.Module:
-        state = load_weights(self.weights_path, what="untrained model weights") if self.weights_path else None
+        """The network with a fresh `num_classes` head, on the folder's ImageNet tensors when pretrained."""
+        state = None
+        if self.weights_path is not None:
+            state = _unprefixed(load_weights(self.weights_path, what="untrained_model"), "untrained_model")
         params = self.init_params
         return build_model(params["model_name"], num_classes, pretrained_state=state,
                            zero_init_residual=bool(params.get("zero_init_residual", False)),
                            memory_efficient=bool(params.get("memory_efficient", False)))
 
 
-def _spec_header(family: str, init_params: dict) -> dict:
-    return {"flavor": {"name": "pytorch", "serialization_method": "state_dict", "module": MODULE, "class": family,
-                       "init_params": init_params},
-            "task_type": "MultiClassification",
-            "time_created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def write_untrained(path: Path, init_params: dict, weights_file: Path | None) -> None:
-    """Record what to build; a copy of the resolved pretrained weights travels with it."""
-    family = family_of(init_params["model_name"])
-    spec = _spec_header(family, init_params)
-    if weights_file is not None:
-        shutil.copyfile(weights_file, path / PRETRAINED_FILE)
-        spec["pretrained_weights_file"] = PRETRAINED_FILE
-    with open(path / MODEL_SPEC, "w", encoding="utf-8") as f:
-        yaml.safe_dump(spec, f, sort_keys=False)
-    write_meta(path, {"type": "ModelDirectory", "model": MODEL_SPEC})
-
-
-def _read_spec(path: Path, port: str, input_name: str) -> dict:
-    meta = read_meta(path, port, input_name=input_name)
-    spec_path = path / str(meta.get("model", MODEL_SPEC))
-    try:
-        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{input_name}: {spec_path.name} is missing from {path}; connect a model made by this package") from None
-    except yaml.YAMLError:
-        raise UserError(f"{input_name}: {spec_path.name} is not valid YAML; connect a model made by this package") from None
-    flavor = spec.get("flavor") if isinstance(spec, dict) else None
-    if not isinstance(flavor, dict) or (flavor.get("module"), flavor.get("class")) not in ALLOWED:
-        found = f"{flavor.get('module')}.{flavor.get('class')}" if isinstance(flavor, dict) else "nothing"
-        raise UserError(f"{input_name}: the model class {found} is not one of ours "
-                        f"({', '.join(sorted(f'{m}.{c}' for m, c in ALLOWED))}); connect the ResNet or DenseNet module's output")
-    params = flavor.get("init_params") or {}
-    try:
-        if family_of(str(params.get("model_name"))) != flavor["class"]:
-            raise UserError(f"{input_name}: model_name {params.get('model_name')!r} is not a {flavor['class']}")
-    except UserError as exc:
-        raise UserError(f"{input_name}: {exc}") from None
-    return spec
-
-
-def _inside(path: Path, name: str, input_name: str) -> Path:
-    from ..directories.image_directory import safe_relative_path
-
-    return path / safe_relative_path(str(name), what=input_name)
-
-
-def read_untrained(path: str | Path, *, input_name: str = "input_model_path") -> UntrainedModel:
-    """An UntrainedModelDirectory; a trained model connected here is refused."""
-    path = Path(path)
-    spec = _read_spec(path, "UntrainedModelDirectory", input_name)
-    if spec.get("model_file"):
-        raise UserError(f"{input_name}: {path} is a trained model; connect the output of the ResNet or DenseNet module")
-    weights = spec.get("pretrained_weights_file")
-    weights_path = _inside(path, weights, input_name) if weights else None
-    if weights_path is not None and not weights_path.is_file():
-        raise UserError(f"{input_name}: {weights} is missing from {path}; rerun the ResNet module")
-    return UntrainedModel(spec["flavor"]["class"], dict(spec["flavor"]["init_params"]), weights_path)
-
-
 @dataclass
 class TrainedModel:
     model: nn.Module
     categories: list[str]
-    preprocess: dict  # init_params of the pre-processor: mean, std, pending_transforms
+    preprocess: dict  # transforms (from a raw image), from_training_data, mean, std
     spec: dict
+
+    @property
+    def builtin(self) -> bool:
+        """Written by Microsoft's built-in Train PyTorch Model rather than by us."""
+        return EXTENSION_KEY not in self.spec
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+
+
+def _prefixed(state: dict) -> dict:
+    return {STATE_PREFIX + k: v for k, v in state.items()}
+
+
+def _unprefixed(state: dict, input_name: str) -> dict:
+    if not all(k.startswith(STATE_PREFIX) for k in state):
+        raise UserError(f"{input_name}: the weights file's keys do not start with {STATE_PREFIX!r}; "
+                        "recreate the model folder with the ResNet, DenseNet or Train PyTorch Model module")
+    return {k[len(STATE_PREFIX):]: v for k, v in state.items()}
+
+
+def _builtin_init_params(family: str, params: dict, **overrides) -> dict:
+    keep = ("model_name", "pretrained") + _BUILTIN_PARAMS[family]
+    return {**{k: params[k] for k in keep if k in params}, **overrides}
+
+
+def _spec(family: str, builtin_params: dict, ours: dict) -> dict:
+    """The model_spec.yaml fields both kinds of folder share."""
+    module, cls = _BUILTIN_OF_FAMILY[family]
+    return {
+        "flavor": {"name": "pytorch", "serialization_method": "state_dict"},
+        "model_file": MODEL_FILE,
+        "time_created": _now(),
+        "flavor_extras": {"module": module, "class": cls, "is_cuda": False, "init_params": builtin_params},
+        "task_type": TASK_TYPE,
+        EXTENSION_KEY: {"format_version": FORMAT_VERSION, "family": family, **ours},
+    }
+
+
+def _write(path: Path, spec: dict, state: dict) -> None:
+    torch.save(_prefixed(state), path / MODEL_FILE)
+    with open(path / MODEL_SPEC, "w", encoding="utf-8") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+    write_meta(path, {"type": "ModelDirectory", "extension": {}, "model": MODEL_SPEC})
+
+
+def write_untrained(path: Path, init_params: dict, weights_file: Path | None) -> None:
+    """An UntrainedModelDirectory the built-in Train PyTorch Model also loads.
+
+    `model` holds the 1000-way network: the ImageNet tensors when pretrained
+    (checked against the architecture here), else a fresh initialisation, which
+    the built-in loads to check the folder and our training does not use.
+    """
+    family = family_of(init_params["model_name"])
+    net = build_backbone(init_params["model_name"],
+                         zero_init_residual=bool(init_params.get("zero_init_residual", False)),
+                         memory_efficient=bool(init_params.get("memory_efficient", False)))
+    if weights_file is not None:
+        try:
+            net.load_state_dict(load_weights(weights_file))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise UserError(f"weights_file: the weights do not fit {init_params['model_name']} ({first}); "
+                            f"give the ImageNet weights of {init_params['model_name']}") from None
+    spec = _spec(family, _builtin_init_params(family, init_params), {"init_params": dict(init_params)})
+    _write(path, spec, net.state_dict())
 
 
 def write_trained(path: Path, model: nn.Module, untrained: UntrainedModel, categories: list[str],
-                  preprocess: dict, example: torch.Tensor, extra: dict | None = None) -> None:
-    """A trained ModelDirectory: state dict, label map, pre-processing; also an MLflow model.
+                  preprocess: dict, extra: dict | None = None) -> None:
+    """A trained ModelDirectory that the built-in Score Image Model also loads.
 
-    `example` is a pre-processed input batch (N×3×H×W, N ≥ 2) for MLflow's signature.
+    The built-in rebuilds `class(**init_params)`: with `pretrained: false` and
+    `num_classes` that is the network with an N-way head, which our weights fit.
+    It normalises with the ImageNormalizer's mean and std and resizes nothing, as
+    when it scores its own models; our whole pre-processing chain is under
+    `designer_resnet:` (what Score Image Model and the served model use).
     """
-    import mlflow.pytorch
-
-    model = model.to("cpu").eval()
-    scratch = path / ".mlflow-export"  # inside the output, so a failure's clean-up removes it too
-    mlflow.pytorch.save_model(model, str(scratch), input_example=example.numpy(),
-                              pip_requirements=["torch", "torchvision"])
-    for child in scratch.iterdir():
-        shutil.move(str(child), path / child.name)
-    scratch.rmdir()
-    torch.save(model.state_dict(), path / MODEL_FILE)
+    family = untrained.family
+    builtin = _builtin_init_params(family, untrained.init_params, pretrained=False, num_classes=len(categories))
+    ours = {"init_params": dict(untrained.init_params),
+            "preprocess": {"transforms": [list(op) for op in preprocess.get("transforms") or []],
+                           "from_training_data": int(preprocess.get("from_training_data", 0)),
+                           "mean": list(preprocess["mean"]), "std": list(preprocess["std"])}}
+    if extra:
+        ours["training"] = extra
+    spec = _spec(family, builtin, ours)
+    spec["label_map_file"] = LABEL_MAP
+    spec["inputs"] = [{"name": "image", "pre_processor": {
+        "module": NORMALIZER[0], "class": NORMALIZER[1],
+        "init_params": {"mean": list(preprocess["mean"]), "std": list(preprocess["std"])}}}]
     with open(path / LABEL_MAP, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["", "label"])
         for i, name in enumerate(categories):
             writer.writerow([i, name])
-    spec = _spec_header(untrained.family, {**untrained.init_params, "num_classes": len(categories)})
-    spec.update({
-        "model_file": MODEL_FILE,
-        "label_map_file": LABEL_MAP,
-        "inputs": [{"name": "image", "pre_processor": {"module": PREPROCESSOR_MODULE, "class": PREPROCESSOR_CLASS,
-                                                       "init_params": preprocess}}],
-        "conda_file": "conda.yaml",
-    })
-    if extra:
-        spec["training"] = extra
-    with open(path / MODEL_SPEC, "w", encoding="utf-8") as f:
-        yaml.safe_dump(spec, f, sort_keys=False)
-    write_meta(path, {"type": "ModelDirectory", "model": MODEL_SPEC})
+    _write(path, spec, model.to("cpu").state_dict())
 
 
-def default_preprocess(pending: list | None = None) -> dict:
-    """Pre-processing init_params: deferred deterministic ops, then ImageNet normalisation."""
-    return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "transforms": pending or []}
+def _read_spec(path: Path, port: str, input_name: str) -> dict:
+    meta = read_meta(path, port, input_name=input_name)
+    spec_path = _inside(path, meta.get("model", MODEL_SPEC), input_name)
+    try:
+        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{input_name}: {spec_path.name} is missing from {path}; connect the output of a ResNet, "
+                        "DenseNet or Train PyTorch Model module") from None
+    except yaml.YAMLError:
+        raise UserError(f"{input_name}: {spec_path.name} is not valid YAML; connect the output of a ResNet, "
+                        "DenseNet or Train PyTorch Model module") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{input_name}: {spec_path.name} is not a model spec")
+    return spec
+
+
+def _identify(spec: dict, input_name: str) -> tuple[str, dict]:
+    """(family, init_params) of a folder of ours or of a built-in module; anything else is refused."""
+    ours = spec.get(EXTENSION_KEY)
+    extras = spec.get("flavor_extras") if isinstance(spec.get("flavor_extras"), dict) else {}
+    if isinstance(ours, dict):
+        family, params = ours.get("family"), ours.get("init_params")
+    else:
+        family, params = BUILTIN_CLASSES.get((extras.get("module"), extras.get("class"))), extras.get("init_params")
+    if family is None or not isinstance(params, dict):
+        found = f"{extras.get('module')}.{extras.get('class')}"
+        raise UserError(f"{input_name}: the model class {found} is neither ours nor a built-in ResNet or DenseNet; "
+                        "connect the output of a ResNet, DenseNet or Train PyTorch Model module")
+    model_name = str(params.get("model_name"))
+    if family_of(model_name) != family:
+        raise UserError(f"{input_name}: model_name {model_name!r} is not a {family}")
+    return family, dict(params)
+
+
+def _inside(path: Path, name, input_name: str) -> Path:
+    from ..directories.image_directory import safe_relative_path
+
+    return path / safe_relative_path(str(name), what=input_name)
+
+
+def read_untrained(path: str | Path, *, input_name: str = "untrained_model") -> UntrainedModel:
+    """An UntrainedModelDirectory of ours or of a built-in ResNet/DenseNet module; a trained model is refused."""
+    path = Path(path)
+    spec = _read_spec(path, "UntrainedModelDirectory", input_name)
+    if spec.get("label_map_file"):
+        raise UserError(f"{input_name}: {path} is a trained model; connect the output of the ResNet or DenseNet module")
+    family, params = _identify(spec, input_name)
+    weights = None
+    if params.get("pretrained"):
+        weights = _inside(path, spec.get("model_file") or MODEL_FILE, input_name)
+        if not weights.is_file():
+            raise UserError(f"{input_name}: {weights.name} (the ImageNet weights) is missing from {path}; "
+                            "rerun the ResNet or DenseNet module")
+    return UntrainedModel(family, params, weights)
+
+
+def _builtin_preprocess(spec: dict, input_name: str) -> dict:
+    """The built-in's pre-processing: its ImageNormalizer (mean and std 0.5 unless it says otherwise), no resizing."""
+    inputs = spec.get("inputs") or [{}]
+    first = inputs[0] if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) else {}
+    pre = first.get("pre_processor") or {}
+    if pre and (pre.get("module"), pre.get("class")) != NORMALIZER:
+        raise UserError(f"{input_name}: pre-processor {pre.get('module')}.{pre.get('class')} is not one we can apply "
+                        f"(only {NORMALIZER[1]}); retrain the model with Train PyTorch Model")
+    params = pre.get("init_params") or {}
+    return {"transforms": [], "from_training_data": 0,
+            "mean": _triple(params.get("mean") or BUILTIN_MEAN_STD, "mean", input_name),
+            "std": _triple(params.get("std") or BUILTIN_MEAN_STD, "std", input_name)}
+
+
+def _triple(value, what: str, input_name: str) -> list[float]:
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        out = []
+    if len(out) != 3 or (what == "std" and min(out) <= 0):
+        raise UserError(f"{input_name}: the pre-processor's {what} must be three numbers{' above 0' if what == 'std' else ''}")
+    return out
+
+
+def _our_preprocess(ours: dict, input_name: str) -> dict:
+    pre = ours.get("preprocess") if isinstance(ours.get("preprocess"), dict) else {}
+    transforms = validate_ops(pre.get("transforms") or [], input_name=f"{input_name} pre-processing")
+    return {"transforms": transforms, "from_training_data": int(pre.get("from_training_data") or 0),
+            "mean": _triple(pre.get("mean"), "mean", input_name), "std": _triple(pre.get("std"), "std", input_name)}
 
 
 def read_trained(path: str | Path, *, input_name: str = "trained_model") -> TrainedModel:
-    """Load a trained ModelDirectory of ours, with no code execution."""
+    """A trained ModelDirectory of ours or of the built-in Train PyTorch Model, with no code execution."""
     path = Path(path)
     spec = _read_spec(path, "ModelDirectory", input_name)
-    if not spec.get("model_file"):
+    if not spec.get("label_map_file"):
         raise UserError(f"{input_name}: {path} is an untrained model; train it with Train PyTorch Model first")
-    categories = _read_label_map(_inside(path, spec.get("label_map_file", LABEL_MAP), input_name), input_name)
-    params = spec["flavor"]["init_params"]
-    model = build_model(params["model_name"], len(categories),
-                        zero_init_residual=bool(params.get("zero_init_residual", False)),
-                        memory_efficient=bool(params.get("memory_efficient", False)))
-    state = load_weights(_inside(path, spec["model_file"], input_name), what=input_name)
+    family, params = _identify(spec, input_name)
+    categories = _read_label_map(_inside(path, spec["label_map_file"], input_name), input_name)
+    state = load_weights(_inside(path, spec.get("model_file") or MODEL_FILE, input_name), what=input_name)
+    ours = spec.get(EXTENSION_KEY)
+    kwargs = {"zero_init_residual": bool(params.get("zero_init_residual", False)),
+              "memory_efficient": bool(params.get("memory_efficient", False))}
+    if not isinstance(ours, dict) and params.get("pretrained"):
+        # The built-in Train's pre-trained model: the ImageNet network, then a 1000 -> N layer.
+        model: nn.Module = StackedHead(build_backbone(params["model_name"], **kwargs), len(categories))
+    else:
+        model = build_model(params["model_name"], len(categories), **kwargs)
+        state = _unprefixed(state, input_name)
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise UserError(f"{input_name}: {spec['model_file']} does not match {params['model_name']} with "
-                        f"{len(categories)} classes; retrain the model") from None
-    inputs = spec.get("inputs") or [{}]
-    preprocess = (inputs[0].get("pre_processor") or {}).get("init_params") or default_preprocess()
+        raise UserError(f"{input_name}: {spec.get('model_file') or MODEL_FILE} does not match {params['model_name']} "
+                        f"with {len(categories)} classes; retrain the model") from None
+    preprocess = _our_preprocess(ours, input_name) if isinstance(ours, dict) else _builtin_preprocess(spec, input_name)
     return TrainedModel(model.eval(), categories, preprocess, spec)
 
 

@@ -130,3 +130,21 @@ def build_model(model_name: str, num_classes: int, *, pretrained_state: dict | N
             raise UserError(f"weights_file: the weights do not fit {model_name} ({first}); "
                             f"give the ImageNet weights of {model_name}") from None
     return replace_head(model, num_classes)
+
+
+class StackedHead(nn.Module):
+    """A 1000-way ImageNet network with a linear layer on its logits.
+
+    How Microsoft's built-in Train PyTorch Model adapts a pre-trained network
+    (its state dict keys: `model.*` and `out_linear_model.*`); we read such
+    models, and replace the head instead when we train.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int):
+        super().__init__()
+        self.model = model
+        last = model.fc if isinstance(getattr(model, "fc", None), nn.Linear) else model.classifier
+        self.out_linear_model = nn.Linear(last.out_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_linear_model(self.model(x))

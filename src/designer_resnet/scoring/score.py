@@ -9,22 +9,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.parallel import loader_workers
 from ..directories import StagedOutput
-from ..directories.dataframe_directory import write_dataframe_directory
+from ..directories.dataframe_directory import ASSIGNED_LABELS, write_dataframe_directory
 from ..directories.image_directory import ImageDirectory
+from ..directories.meta import EXTENSION_KEY
 from ..models.model_directory import TrainedModel, read_trained
-from ..transforms.ops import DETERMINISTIC_OPS, RANDOM_OPS, image_pipeline, pending_ops, tensor_pipeline
+from ..transforms.ledger import ops_to_score
+from ..transforms.ops import inference_pipeline
 
 log = logging.getLogger(__name__)
 SCORED_LABELS = "Scored Labels"
 PROBABILITY_PREFIX = "Scored Probabilities_"
-# Written into the scored table's `_meta.yaml` extension so Evaluate Model finds the label column.
-EXTENSION_KEY = "designer_resnet"
 
 
 @dataclass
@@ -50,74 +49,59 @@ class _ScoringSet(Dataset):
             return i, None, f"{exc.__class__.__name__}: {exc}"
 
 
-def _pipeline(ops: list, mean: list, std: list):
-    """(per-image transform, per-batch finish).
-
-    When every op acts on the image, items stay uint8 and one vectorised
-    normalisation runs per batch on the device: less copying than float
-    tensors per image. Otherwise the ops run per image as written.
-    """
-    if all(op[0] in DETERMINISTIC_OPS for op in ops):
-        per_image = T.Compose([image_pipeline(ops), T.PILToTensor()])
-        mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
-
-        def finish(batch: torch.Tensor) -> torch.Tensor:
-            return (batch.float() - mean_t.to(batch.device)) / std_t.to(batch.device)
-
-        return per_image, finish
-    full = ops + [["Normalize", {"mean": mean, "std": std}]]
-    return tensor_pipeline(full), lambda batch: batch
+def same_size_groups(items: list[tuple[int, torch.Tensor]]) -> list[tuple[list[int], torch.Tensor]]:
+    """(indices, stacked batch) per image size, so images of another size never sink a batch."""
+    groups: dict[tuple, list] = {}
+    for i, tensor in items:
+        groups.setdefault(tuple(tensor.shape), []).append((i, tensor))
+    return [([i for i, _ in group], torch.stack([t for _, t in group])) for group in groups.values()]
 
 
 def _collate(items):
-    good = [(i, t) for i, t, _ in items if t is not None]
     failed = [(i, err) for i, t, err in items if t is None]
-    if good:
-        try:
-            batch = torch.stack([t for _, t in good])
-        except RuntimeError:
-            # Sizes differ: the model's pre-processing does not fix the size; report, don't crash.
-            sizes = {tuple(t.shape) for _, t in good}
-            failed += [(i, f"image size {tuple(t.shape)} differs from the rest of the batch {sorted(sizes)}")
-                       for i, t in good]
-            return [], None, failed
-        return [i for i, _ in good], batch, failed
-    return [], None, failed
-
-
-def scoring_ops(model: TrainedModel, directory: ImageDirectory) -> list:
-    """The data's still-pending deterministic ops, then the model's pre-processing (normalisation follows)."""
-    data_ops = [op for op in pending_ops(directory.extension) if op[0] not in RANDOM_OPS]
-    return data_ops + list(model.preprocess.get("transforms") or [])
+    return same_size_groups([(i, t) for i, t, _ in items if t is not None]), failed
 
 
 @torch.inference_mode()
+def class_probabilities(net: torch.nn.Module, batch: torch.Tensor, finish, device: torch.device) -> np.ndarray:
+    """Softmax of the network on one batch of pre-processed images (bf16 autocast and channels_last on CUDA)."""
+    amp = device.type == "cuda"
+    batch = finish(batch.to(device, non_blocking=True))
+    if amp:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = net(batch)
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def prepare_network(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    net = net.to(device).eval()
+    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
+
+
+def scoring_ops(model: TrainedModel, directory: ImageDirectory) -> list:
+    """What the images still lack of the model's pre-processing (the ledger); normalisation follows."""
+    return ops_to_score(model.preprocess, directory.extension)
+
+
 def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int = 64, workers: int | None = None,
             device: torch.device | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Class probabilities (n × classes, NaN rows for unreadable images) in row order."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = device.type == "cuda"
-    net = model.model.to(device).eval()
-    if amp:
-        net = net.to(memory_format=torch.channels_last)
+    net = prepare_network(model.model, device)
     workers = loader_workers(device.type == "cuda") if workers is None else workers
-    per_image, finish = _pipeline(scoring_ops(model, directory), model.preprocess["mean"], model.preprocess["std"])
+    per_image, finish = inference_pipeline(scoring_ops(model, directory), model.preprocess["mean"],
+                                           model.preprocess["std"])
     loader = DataLoader(_ScoringSet(directory, per_image), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate, pin_memory=amp)
+                        num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     probs = np.full((len(directory), len(model.categories)), np.nan, dtype=np.float32)
     failed: list[tuple[int, str]] = []
     with tqdm(total=len(directory), unit="img", desc="scoring", disable=len(directory) < 500) as bar:
-        for indices, batch, bad in loader:
+        for groups, bad in loader:
             failed += bad
-            if batch is not None:
-                batch = finish(batch.to(device, non_blocking=True))
-                if amp:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = net(batch)
-                probs[indices] = torch.softmax(logits.float(), dim=1).cpu().numpy()
-            bar.update(len(indices) + len(bad))
+            for indices, batch in groups:
+                probs[indices] = class_probabilities(net, batch, finish, device)
+            bar.update(sum(len(indices) for indices, _ in groups) + len(bad))
     return probs, failed
 
 
@@ -144,6 +128,10 @@ def score_image_model(model_dir: str | Path, image_dir: str | Path, output_dir: 
         table = scored_table(directory, model.categories, probs)
         extension = {EXTENSION_KEY: {"label_column": directory.label_column, "classes": model.categories,
                                      "task": "MultiClassification"}}
-        write_dataframe_directory(stage.path, table, extension=extension)
+        # The schema's roles are what the designer's built-in Evaluate Model reads to find these columns.
+        score_columns = {ASSIGNED_LABELS: SCORED_LABELS,
+                         **{PROBABILITY_PREFIX + c: PROBABILITY_PREFIX + c for c in model.categories}}
+        write_dataframe_directory(stage.path, table, label_column=directory.label_column,
+                                  score_columns=score_columns, extension=extension)
     report = ScoreReport(len(directory) - len(failed), [(directory.rows[i].get("id"), err) for i, err in failed])
     return report

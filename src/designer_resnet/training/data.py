@@ -9,12 +9,12 @@ from torch.utils.data import Dataset
 
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
-from ..transforms.ops import RANDOM_OPS, pending_ops, tensor_pipeline
+from ..transforms.ledger import deterministic, inference_chain, pending_ops
+from ..transforms.ops import RANDOM_OPS, fixes_size, tensor_pipeline
 
 log = logging.getLogger(__name__)
 
 # Ops whose output size does not depend on the input size.
-FIXED_SIZE_OPS = frozenset({"CenterCrop", "RandomCrop", "RandomResizedCrop"})
 DEFAULT_INPUT_SIZE = 224
 
 
@@ -78,8 +78,7 @@ def size_ops(train: ImageDirectory, valid: ImageDirectory) -> list:
 
     The designer crashes on mixed sizes; we resize with a warning instead.
     """
-    pending = pending_ops(train.extension) + pending_ops(valid.extension)
-    if any(op[0] in FIXED_SIZE_OPS for op in pending):
+    if fixes_size(pending_ops(train.extension) + pending_ops(valid.extension)):
         return []
     sizes = image_sizes(train) | image_sizes(valid)
     if len(sizes) <= 1:
@@ -108,12 +107,12 @@ def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int
                         f"use a batch size of at most {len(train)}")
 
 
-def transforms_for(train: ImageDirectory, valid: ImageDirectory, mean: list, std: list) -> tuple[list, list, list]:
-    """Op lists for training, validation, and the model's own inference pre-processing."""
+def transforms_for(train: ImageDirectory, valid: ImageDirectory, mean: list, std: list) -> tuple[list, list, dict]:
+    """Op lists for training and validation, and the model's pre-processing from a raw image (ledger.inference_chain)."""
     normalize = [["Normalize", {"mean": mean, "std": std}]]
     resize = size_ops(train, valid)
     train_ops = resize + pending_ops(train.extension) + normalize
-    valid_ops = resize + [op for op in pending_ops(valid.extension) if op[0] not in RANDOM_OPS] + normalize
-    inference_ops = resize + [op for op in pending_ops(train.extension) if op[0] not in RANDOM_OPS]
-    return train_ops, valid_ops, inference_ops
-
+    valid_ops = resize + deterministic(pending_ops(valid.extension)) + normalize
+    sizes = image_sizes(train)
+    preprocess = inference_chain(train.extension, resize, next(iter(sizes)) if len(sizes) == 1 else None)
+    return train_ops, valid_ops, {**preprocess, "mean": list(mean), "std": list(std)}

@@ -26,12 +26,12 @@ from ..data.parallel import loader_workers
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
-from ..models.model_directory import default_preprocess, read_untrained, write_trained
+from ..models.model_directory import read_untrained, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-from ..tracking import MlflowLog
+from ..tracking import StepLog
 from .data import ImageDataset, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
-from .report import epoch_metrics, plot_curves
+from .report import METRICS_FILE, epoch_metrics, plot_curves
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -226,7 +226,7 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     check_datasets(train_dir_, valid_dir_, cfg.batch_size)
     categories = train_dir_.categories
     class_index = {c: i for i, c in enumerate(categories)}
-    train_ops, valid_ops, inference_ops = transforms_for(train_dir_, valid_dir_, IMAGENET_MEAN, IMAGENET_STD)
+    train_ops, valid_ops, preprocess = transforms_for(train_dir_, valid_dir_, IMAGENET_MEAN, IMAGENET_STD)
 
     device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
@@ -267,9 +267,10 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
 
     metrics = None
     if stage is not None:
-        metrics = MlflowLog(stage.path, Path(output_dir), "train_pytorch_model",
-                            {**asdict(cfg), "world_size": info.world_size,
-                             **{f"model_{k}": v for k, v in untrained.init_params.items()}})
+        # training_metrics.csv in the output; MLflow too where a tracking server is set (Azure ML).
+        metrics = StepLog(stage.path, Path(output_dir), "train_pytorch_model",
+                          {**asdict(cfg), "world_size": info.world_size,
+                           **{f"model_{k}": v for k, v in untrained.init_params.items()}}, file_name=METRICS_FILE)
         stack.callback(metrics.close)
         for past in history:
             metrics.log(epoch_metrics(past), step=past.epoch)
@@ -319,11 +320,12 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     if stage is not None:
         final = copy.deepcopy(_unwrap(model)).to("cpu")
         final.load_state_dict(best_state)
-        # Two rows, so the exported graph keeps a dynamic batch dimension.
-        example = torch.stack([valid_set[0][0], valid_set[min(1, len(valid_set) - 1)][0]])
-        write_trained(stage.path, final, untrained, categories, default_preprocess(inference_ops), example,
+        write_trained(stage.path, final, untrained, categories, preprocess,
                       extra={"best_epoch": best_epoch, "best_top1": best_top1, "epochs_run": len(history),
                              "world_size": info.world_size, "config": asdict(cfg)})
+        from ..serving.pyfunc import save_mlflow_model  # mlflow is imported only by the writing process
+
+        save_mlflow_model(stage.path)
         plot_curves(history, stage.path / "training_curves.png")
         log.info("best epoch %d: top-1 %.4f; model written to %s", best_epoch, best_top1, output_dir)
     return TrainResult(history, final, best_epoch)

@@ -14,7 +14,8 @@ from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory, ImageDirectoryWriter
 from ..directories.transformation_directory import read_transformation_directory
 from ..errors import UserError
-from .ops import EXTENSION_KEY, PENDING_KEY, image_pipeline, pending_ops, plan
+from .ledger import applied_ops, pending_ops, with_ledger
+from .ops import image_pipeline, plan
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def apply_image_transformation(transform_dir: str | Path, input_dir: str | Path,
     # Ops the source still owes come first: its files stop where they stopped.
     file_ops, deferred = plan(pending_ops(source.extension) + ops, MODES[mode])
     pipeline = image_pipeline(file_ops)
-    extension = {k: v for k, v in source.extension.items() if k != EXTENSION_KEY}
-    if deferred:
-        extension[EXTENSION_KEY] = {PENDING_KEY: deferred, "mode": mode}
+    extension = with_ledger(source.extension, applied_ops(source.extension) + file_ops, deferred, mode)
     report = ApplyReport(applied=file_ops, deferred=deferred)
 
     with StagedOutput(output_dir, output_name="output_path") as stage:

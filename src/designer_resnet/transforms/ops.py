@@ -20,10 +20,8 @@ RANDOM_OPS = frozenset({
 })
 TENSOR_OPS = frozenset({"ToTensor", "Normalize", "RandomErasing"})
 KNOWN_OPS = DETERMINISTIC_OPS | RANDOM_OPS | TENSOR_OPS
-
-# Key in an ImageDirectory's `_meta.yaml` `extension` holding ops still to apply on read.
-EXTENSION_KEY = "designer_resnet"
-PENDING_KEY = "pending_transforms"
+# Ops whose output has one size whatever the input's (a Resize to a (height, width) pair too).
+FIXED_SIZE_OPS = frozenset({"CenterCrop", "RandomCrop", "RandomResizedCrop"})
 
 
 def _build(name: str, args):
@@ -100,11 +98,37 @@ def tensor_pipeline(ops: list[list]) -> Callable:
     return T.Compose(steps)
 
 
-def pending_ops(extension: dict) -> list[list]:
-    """Ops an ImageDirectory's `extension` says still have to run on read."""
-    ours = extension.get(EXTENSION_KEY) if isinstance(extension, dict) else None
-    pending = ours.get(PENDING_KEY) if isinstance(ours, dict) else None
-    return validate_ops(pending, input_name="ImageDirectory extension") if pending else []
+def inference_pipeline(ops: list[list], mean: list, std: list) -> tuple[Callable, Callable]:
+    """(per-image transform, per-batch finish) for scoring and serving: the ops, then normalisation.
+
+    When every op acts on the image, items stay uint8 and one vectorised
+    normalisation runs per batch on the device: less copying than float
+    tensors per image. Otherwise the ops run per image as written.
+    """
+    if all(op[0] in DETERMINISTIC_OPS for op in ops):
+        import torch
+
+        per_image = T.Compose([image_pipeline(ops), T.PILToTensor()])
+        mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
+        std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
+
+        def finish(batch):
+            return (batch.float() - mean_t.to(batch.device)) / std_t.to(batch.device)
+
+        return per_image, finish
+    full = list(ops) + [["Normalize", {"mean": list(mean), "std": list(std)}]]
+    return tensor_pipeline(full), lambda batch: batch
+
+
+def fixes_size(ops: list) -> bool:
+    """True when the ops give every image the same size."""
+    for name, args in ops:
+        if name in FIXED_SIZE_OPS:
+            return True
+        size = args[0] if name == "Resize" and isinstance(args, list) and args else None
+        if isinstance(size, list) and len(size) == 2:
+            return True
+    return False
 
 
 def designer_ops(
