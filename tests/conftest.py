@@ -116,3 +116,16 @@ def transformed_model(tmp_path_factory) -> Path:
     train(root / "untrained", root / "train", root / "test_tf", root / "model",
           TrainConfig(epochs=1, batch_size=6, learning_rate=0.01, workers=0))
     return root
+
+
+# CI and pytest markers with which MLflow keeps its telemetry off by itself: a test of ours must not rely on them.
+_CI_MARKERS = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "JENKINS_URL", "BUILDKITE",
+               "CIRCLECI", "TRAVIS")
+
+
+def user_environment(home: Path) -> dict:
+    """The environment of a user whose HOME is `home`: no MLflow, XDG or matplotlib settings, no CI markers."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "XDG_")) and k not in ("MPLCONFIGDIR", "DO_NOT_TRACK", *_CI_MARKERS)}
+    env["HOME"] = str(home)
+    return env

@@ -207,3 +207,175 @@ def test_converting_an_image_directory_keeps_its_labels(labelled_folder, tmp_pat
     shutil.copytree(tmp_path / "first", tmp_path / "copy")
     report = convert_to_image_directory(tmp_path / "copy", tmp_path / "second")
     assert report.written == 12 and report.categories == ["cat", "dog", "fish"]
+
+
+# --- archive limits, `./` members, odd names, truncated zips -------------------------------------
+
+import bz2
+import gzip
+import struct
+
+from designer_resnet.data import archives
+
+
+def _one_png_zip(tmp_path, name, extra_members, compression=zipfile.ZIP_DEFLATED):
+    """A zip holding one good image plus `extra_members` [(name, bytes)]."""
+    archive = tmp_path / name
+    png = _png_bytes(tmp_path)
+    with zipfile.ZipFile(archive, "w", compression) as zf:
+        zf.writestr("good/a.png", png)
+        for member, data in extra_members:
+            zf.writestr(member, data)
+    return archive
+
+
+def test_zip_bomb_over_the_compression_ratio_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives, "RATIO_FREE_BYTES", 0, raising=False)
+    archive = _one_png_zip(tmp_path, "bomb.zip", [("good/zeros.bin", b"\0" * 2_000_000)])
+    assert archive.stat().st_size < 10_000  # ~2 MB of zeros packs to a few KB: ratio far above the cap
+    with pytest.raises(UserError, match=r"input_path: archive bomb\.zip .*compression ratio"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bz2_bomb_is_stopped_while_streaming(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives, "RATIO_FREE_BYTES", 0, raising=False)
+    archive = tmp_path / "photo.png.bz2"
+    archive.write_bytes(bz2.compress(_png_bytes(tmp_path) + b"\0" * 3_000_000))  # no declared size to check
+    with pytest.raises(UserError, match="compression ratio"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_extracted_size_cap_and_parameter(labelled_folder, tmp_path):
+    archive = tmp_path / "pets.tar"  # uncompressed: ratio 1, only the absolute cap applies
+    with tarfile.open(archive, "w") as tf:
+        tf.add(labelled_folder, arcname="pets")
+    with pytest.raises(UserError, match=r"input_path: archive pets\.tar .*max_extracted_gb"):
+        convert_to_image_directory(archive, tmp_path / "o1", max_extracted_gb=0.000001)
+    assert not (tmp_path / "o1").exists()
+    result = run_module("convert_to_image_directory", "--input_path", archive, "--output_path", tmp_path / "o2",
+                        "--max_extracted_gb", "0.000001")
+    assert result.returncode == 1 and not (tmp_path / "o2").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: input_path: archive pets.tar") and "max_extracted_gb" in lines[0]
+    result = run_module("convert_to_image_directory", "--input_path", archive, "--output_path", tmp_path / "o3",
+                        "--max_extracted_gb", "1")
+    assert result.returncode == 0, result.stderr
+
+
+def test_member_count_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 3, raising=False)
+    png = _png_bytes(tmp_path)
+    archive = _one_png_zip(tmp_path, "many.zip", [(f"good/{i}.png", png) for i in range(5)])
+    with pytest.raises(UserError, match=r"input_path: archive many\.zip .*members"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_image_padded_with_zeros_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(archives, "MAX_IMAGE_BYTES", 20_000, raising=False)
+    padded = _png_bytes(tmp_path) + b"\0" * 50_000  # a valid PNG that PIL still opens
+    stored = _one_png_zip(tmp_path, "padded.zip", [("good/big.png", padded)], compression=zipfile.ZIP_STORED)
+    with pytest.raises(UserError, match=r"input_path: archive padded\.zip: member 'good/big\.png' .*one image"):
+        convert_to_image_directory(stored, tmp_path / "o1")
+    single = tmp_path / "big.png.gz"  # no trustworthy declared size: caught while streaming
+    single.write_bytes(gzip.compress(padded))
+    with pytest.raises(UserError, match="one image"):
+        convert_to_image_directory(single, tmp_path / "o2")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def _overlapping_zip(tmp_path):
+    """Fifield-style overlap: member a.bin's stored data is member b.png's local header and data."""
+    png = _png_bytes(tmp_path)
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("b.png", png)
+    inner_bytes = inner.getvalue()
+    inner_cd = struct.unpack("<I", inner_bytes[inner_bytes.rfind(b"PK\x05\x06") + 16:][:4])[0]
+    b_local, b_central = inner_bytes[:inner_cd], inner_bytes[inner_cd:inner_bytes.rfind(b"PK\x05\x06")]
+    outer = io.BytesIO()
+    with zipfile.ZipFile(outer, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.bin", b_local)
+    data = outer.getvalue()
+    eocd = data.rfind(b"PK\x05\x06")
+    cd_size, cd_off = struct.unpack("<II", data[eocd + 12:eocd + 20])
+    b_offset = 30 + len("a.bin")  # b's local header starts where a.bin's data does
+    b_central = b_central[:42] + struct.pack("<I", b_offset) + b_central[46:]
+    central = data[cd_off:eocd] + b_central
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 2, 2, len(central), cd_off, 0)
+    archive = tmp_path / "overlap.zip"
+    archive.write_bytes(data[:cd_off] + central + end)
+    with zipfile.ZipFile(archive) as zf:  # Python's zipfile reads both members without complaint
+        assert zf.read("b.png") == png and len(zf.infolist()) == 2
+    return archive
+
+
+def test_overlapping_zip_entries_are_refused(tmp_path):
+    archive = _overlapping_zip(tmp_path)
+    with pytest.raises(UserError, match=r"input_path: archive overlap\.zip: .*overlap"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_dot_slash_tar_of_a_folder_is_accepted(labelled_folder, tmp_path):
+    archive = tmp_path / "photos.tgz"  # what `tar czf photos.tgz -C photos .` makes
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(labelled_folder, arcname=".")
+    assert tarfile.open(archive).getnames()[:2] == [".", "./cat"]
+    report = convert_to_image_directory(archive, tmp_path / "out")
+    assert report.written == 12 and report.categories == ["cat", "dog", "fish"]
+    bad = _tar_with(tmp_path, "bad.tar", "./../escaped.png")
+    with pytest.raises(UserError, match="leaves its folder"):
+        convert_to_image_directory(bad, tmp_path / "o2")
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_overlong_member_name_is_one_line(tmp_path, kind):
+    maker = _zip_with if kind == "zip" else _tar_with
+    archive = maker(tmp_path, f"long.{kind}", "good/" + "n" * 300 + ".png")
+    with pytest.raises(UserError, match=rf"input_path: archive long\.{kind}: member .* too long"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("order", [["a/x.png", "a"], ["a", "a/x.png"]])
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_member_that_is_both_file_and_folder(tmp_path, kind, order):
+    png = _png_bytes(tmp_path)
+    archive = tmp_path / f"clash.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name in order:
+                zf.writestr(name, png)
+    else:
+        with tarfile.open(archive, "w") as tf:
+            for name in order:
+                info = tarfile.TarInfo(name)
+                info.size = len(png)
+                tf.addfile(info, io.BytesIO(png))
+    with pytest.raises(UserError, match=rf"input_path: archive clash\.{kind}: 'a' is both a file and a folder"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_zip_says_truncated(labelled_folder, tmp_path):
+    archive = tmp_path / "pets.zip"
+    _zip_folder(labelled_folder, archive, "pets")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"input_path: archive pets\.zip is a damaged or truncated zip.*"
+                                        r"re-create .* upload it again"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_archive_larger_than_the_free_disk_is_refused_up_front(labelled_folder, tmp_path, monkeypatch):
+    archive = tmp_path / "pets.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(labelled_folder, arcname="pets")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(UserError, match=r"input_path: archive pets\.tar .*free"):
+        convert_to_image_directory(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

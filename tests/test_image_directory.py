@@ -153,3 +153,261 @@ def test_staged_output_refuses_non_empty_folder(tmp_path):
         with StagedOutput(tmp_path):
             pass
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+# --- rows, paths and scans that a user's data folder can get wrong ---------------------------------
+
+
+def _rewrite_rows(root, rows):
+    (root / "images.lst").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _labelled_dir(root, n=3):
+    _write(root, [(i, "cat" if i % 2 else "dog") for i in range(n)], ["cat", "dog"])
+    return [json.loads(x) for x in (root / "images.lst").read_text().splitlines()]
+
+
+def test_duplicate_row_ids_are_refused_naming_the_id(tmp_path):
+    rows = _labelled_dir(tmp_path, 4)
+    rows[3]["id"] = rows[1]["id"]
+    _rewrite_rows(tmp_path, rows)
+    with pytest.raises(UserError, match=r"^training_data: images\.lst lines 2 and 4 share id 1; ") as info:
+        ImageDirectory.load(tmp_path, input_name="training_data")
+    assert "\n" not in str(info.value)
+
+
+def test_convert_of_a_set_with_duplicate_ids_fails_with_one_line(tmp_path):
+    from conftest import run_module
+
+    rows = _labelled_dir(tmp_path / "set", 3)
+    rows[2]["id"] = 0
+    _rewrite_rows(tmp_path / "set", rows)
+    result = run_module("convert_to_image_directory", "--input_path", tmp_path / "set", "--output_path", tmp_path / "out")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "error: input_path: images.lst lines 1 and 3 share id 0" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", [None, "7", 1.5, True, [1]], ids=["missing", "string", "fraction", "bool", "list"])
+def test_row_without_an_integer_id_is_refused_naming_the_line(tmp_path, bad):
+    rows = _labelled_dir(tmp_path)
+    if bad is None:
+        del rows[1]["id"]
+    else:
+        rows[1]["id"] = bad
+    _rewrite_rows(tmp_path, rows)
+    with pytest.raises(UserError, match=r"^x: images\.lst line 2 has no integer 'id'"):
+        ImageDirectory.load(tmp_path, input_name="x")
+
+
+def test_integral_float_id_is_read_as_an_integer(tmp_path):
+    rows = _labelled_dir(tmp_path)
+    rows[1]["id"] = 1.0
+    _rewrite_rows(tmp_path, rows)
+    d = ImageDirectory.load(tmp_path)
+    assert [r["id"] for r in d.rows] == [0, 1, 2] and type(d.rows[1]["id"]) is int
+
+
+@pytest.mark.parametrize("bad", ["missing", None, ""])
+def test_labelled_row_without_category_is_refused_naming_the_line(tmp_path, bad):
+    rows = _labelled_dir(tmp_path)
+    if bad == "missing":
+        del rows[2]["category"]
+    else:
+        rows[2]["category"] = bad
+    _rewrite_rows(tmp_path, rows)
+    with pytest.raises(UserError, match=r"^x: images\.lst line 3 \(id 2\) has no 'category'"):
+        ImageDirectory.load(tmp_path, input_name="x")
+
+
+def test_row_without_image_file_name_is_refused_at_load(tmp_path):
+    rows = _labelled_dir(tmp_path)
+    rows[1]["image_info"] = "image/0_1.png"
+    _rewrite_rows(tmp_path, rows)
+    with pytest.raises(UserError, match=r"^x: images\.lst line 2 \(id 1\) has no image_info\.file_name"):
+        ImageDirectory.load(tmp_path, input_name="x")
+
+
+def test_non_numeric_width_height_are_dropped_at_load(tmp_path):
+    from designer_resnet.training.data import image_sizes
+
+    rows = _labelled_dir(tmp_path, 4)
+    rows[0]["image_info"].update(width="wide", height=16)
+    rows[1]["image_info"].update(width=None, height=[1])
+    rows[2]["image_info"].update(width=-20, height=0)
+    rows[3]["image_info"].update(width="20", height=16.0)  # numbers as text or float: normalised
+    _rewrite_rows(tmp_path, rows)
+    d = ImageDirectory.load(tmp_path)
+    for row in d.rows[:3]:
+        assert "width" not in row["image_info"] and "height" not in row["image_info"]
+        assert row["image_info"]["file_name"].startswith("image/")
+    assert d.rows[3]["image_info"]["width"] == 20 and d.rows[3]["image_info"]["height"] == 16
+    assert image_sizes(d) == {(20, 16)}  # read from the headers where the rows had no usable size
+
+
+def test_symlink_leaving_an_image_directory_is_refused(tmp_path):
+    outside = make_image(tmp_path / "secret" / "s.png")
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    link = root / "image" / "0_1.png"
+    link.unlink()
+    link.symlink_to(outside)
+    d = ImageDirectory.load(root, input_name="x")
+    with pytest.raises(UserError, match=r"^x: row id 1: image/0_1\.png links outside"):
+        d.image_path(d.rows[1])
+    with pytest.raises(UserError, match="links outside"):
+        d.open_image(d.rows[1])
+
+
+def test_symlinked_image_folder_leaving_the_directory_is_refused(tmp_path):
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    (root / "image").rename(tmp_path / "elsewhere")
+    (root / "image").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    d = ImageDirectory.load(root, input_name="x")
+    with pytest.raises(UserError, match="links outside"):
+        d.image_path(d.rows[0])
+
+
+def test_symlink_inside_the_directory_is_followed(tmp_path):
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    (root / "image" / "0_1.png").unlink()
+    (root / "image" / "0_1.png").symlink_to(root / "image" / "1_0.png")
+    d = ImageDirectory.load(root)
+    assert d.open_image(d.rows[1]).size == (20, 16)
+
+
+def test_links_in_a_plain_folder_are_followed(tmp_path):
+    """The user's own layout (no _meta.yaml), e.g. class folders of links to a photo store, still reads."""
+    from designer_resnet.data.convert import convert_to_image_directory
+
+    store = tmp_path / "store"
+    for i in range(4):
+        make_image(store / f"p{i}.png", color=(i * 40, 0, 0))
+    plain = tmp_path / "plain"
+    for i, cls in enumerate(["a", "a", "b", "b"]):
+        (plain / cls).mkdir(parents=True, exist_ok=True)
+        (plain / cls / f"{i}.png").symlink_to(store / f"p{i}.png")
+    d = ImageDirectory.load(plain)
+    assert d.categories == ["a", "b"] and all(d.open_image(r).size == (20, 16) for r in d.rows)
+    report = convert_to_image_directory(plain, tmp_path / "out")
+    assert report.written == 4 and report.categories == ["a", "b"]
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("key", ["image_list", "schema"])
+@pytest.mark.parametrize("where", ["../outside.json", "/etc/passwd", "sub/../../outside.json"])
+def test_meta_naming_a_file_outside_an_image_directory_is_refused(tmp_path, key, where):
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    meta = yaml.safe_load((root / "_meta.yaml").read_text())
+    meta[key] = where
+    write_meta(root, meta)
+    with pytest.raises(UserError, match=rf"^x: _meta\.yaml {key}: path .* leaves its folder"):
+        ImageDirectory.load(root, input_name="x")
+
+
+def test_meta_naming_a_link_outside_an_image_directory_is_refused(tmp_path):
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    (tmp_path / "other.lst").write_text((root / "images.lst").read_text())
+    (root / "list.lst").symlink_to(tmp_path / "other.lst")
+    meta = yaml.safe_load((root / "_meta.yaml").read_text())
+    meta["image_list"] = "list.lst"
+    write_meta(root, meta)
+    with pytest.raises(UserError, match=r"^x: _meta\.yaml image_list: list\.lst links outside"):
+        ImageDirectory.load(root, input_name="x")
+
+
+def test_meta_file_linking_outside_is_refused(tmp_path):
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    (root / "_meta.yaml").rename(tmp_path / "meta.yaml")
+    (root / "_meta.yaml").symlink_to(tmp_path / "meta.yaml")
+    with pytest.raises(UserError, match=r"^x: _meta\.yaml links outside"):
+        ImageDirectory.load(root, input_name="x")
+
+
+@pytest.mark.parametrize("key", ["data", "schema"])
+@pytest.mark.parametrize("where", ["../_data.parquet", "/etc/passwd"])
+def test_meta_naming_a_file_outside_a_dataframe_directory_is_refused(tmp_path, key, where):
+    from designer_resnet.directories.dataframe_directory import read_dataframe_schema
+
+    root = tmp_path / "table"
+    write_dataframe_directory(root, pd.DataFrame({"id": [1, 2]}))
+    write_dataframe_directory(tmp_path, pd.DataFrame({"id": [3]}))  # a readable table just outside
+    meta = yaml.safe_load((root / "_meta.yaml").read_text())
+    meta[key] = where
+    write_meta(root, meta)
+    reader = read_dataframe_directory if key == "data" else read_dataframe_schema
+    with pytest.raises(UserError, match=rf"^scored: _meta\.yaml {key}: path .* leaves its folder"):
+        reader(root, input_name="scored")
+
+
+def test_folder_with_one_class_folder_is_labelled(tmp_path):
+    for i in range(3):
+        make_image(tmp_path / "only" / f"{i}.png")
+    d = ImageDirectory.load(tmp_path)
+    assert d.labelled and d.categories == ["only"] and len(d) == 3
+
+
+def test_convert_of_one_class_folder_says_so_in_one_line(tmp_path, caplog):
+    from designer_resnet.data.convert import convert_to_image_directory
+
+    for i in range(3):
+        make_image(tmp_path / "in" / "cat" / f"{i}.png")
+    with caplog.at_level("WARNING"):
+        report = convert_to_image_directory(tmp_path / "in", tmp_path / "out")
+    assert not report.labelled
+    lines = [r.getMessage() for r in caplog.records if "'cat'" in r.getMessage()]
+    assert len(lines) == 1 and "unlabelled" in lines[0] and "\n" not in lines[0]
+
+
+def test_many_classes_without_a_readable_image_give_one_warning_line(tmp_path, caplog):
+    from designer_resnet.data.convert import convert_to_image_directory
+
+    for cls in ("a", "b"):
+        for i in range(2):
+            make_image(tmp_path / "in" / cls / f"{i}.png")
+    for c in range(30):
+        (tmp_path / "in" / f"z{c:02d}").mkdir()
+        (tmp_path / "in" / f"z{c:02d}" / "broken.png").write_bytes(b"not a png")
+    with caplog.at_level("WARNING"):
+        report = convert_to_image_directory(tmp_path / "in", tmp_path / "out", workers=1)
+    assert report.written == 4 and len(report.categories) == 32
+    lines = [r.getMessage() for r in caplog.records if "no readable image" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("30 class(es) have no readable image")
+    assert "'z00'" in lines[0] and "'z29'" not in lines[0]
+
+
+def test_scan_skips_hidden_folders(tmp_path):
+    write_labelled = tmp_path / "in"
+    for cls in ("cat", "dog"):
+        make_image(write_labelled / cls / "0.png")
+    _labelled_dir(write_labelled / ".designer-resnet-staging-abc123", 2)  # a killed run's leftover
+    make_image(write_labelled / "cat" / ".cache" / "thumb.png")
+    d = ImageDirectory.load(write_labelled)
+    assert d.categories == ["cat", "dog"] and len(d) == 2
+
+
+def test_scan_of_loose_images_skips_hidden_folders(tmp_path):
+    make_image(tmp_path / "a.png")
+    make_image(tmp_path / ".designer-resnet-staging-x" / "image" / "0_0.png")
+    d = ImageDirectory.load(tmp_path)
+    assert not d.labelled and [d.relative_path(r) for r in d.rows] == ["a.png"]
+
+
+def test_convert_refuses_an_image_directory_linking_outside(tmp_path):
+    from conftest import run_module
+
+    outside = make_image(tmp_path / "secret" / "s.png")
+    root = tmp_path / "set"
+    _labelled_dir(root)
+    (root / "image" / "0_1.png").unlink()
+    (root / "image" / "0_1.png").symlink_to(outside)
+    result = run_module("convert_to_image_directory", "--input_path", root, "--output_path", tmp_path / "out")
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "input_path: row id 1: image/0_1.png links outside" in errors[0]
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -319,3 +320,60 @@ def test_evaluates_the_builtin_score_output(tmp_path, label):
     assert result["overall"]["Overall Accuracy"] == pytest.approx(accuracy_score(truth, pred))
     assert result["overall"]["Rows"] == 30
     assert result["confusion_matrix"]["labels"] == classes
+
+
+def test_evaluate_writes_nothing_under_home_or_the_working_directory(tmp_path):
+    """matplotlib's config and font cache stay out of ~/.config and ~/.cache; no MLflow files anywhere."""
+    import subprocess
+    import sys
+
+    from conftest import user_environment
+
+    _hand_made_table(tmp_path / "scored")
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    result = subprocess.run([sys.executable, "-m", "designer_resnet.components.evaluate_model", "--scored_dataset",
+                             str(tmp_path / "scored"), "--evaluation_results", str(tmp_path / "eval")],
+                            cwd=cwd, env=user_environment(home), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+    assert list(cwd.iterdir()) == []
+    assert (tmp_path / "eval" / "confusion_matrix.png").exists() and not (tmp_path / "eval" / "mlflow.db").exists()
+
+
+def test_an_image_of_another_size_does_not_sink_its_batch(trained, tmp_path):
+    """One 48x48 image among 32x32 ones: every image is scored, by the model's size fix or, without one, in its own group."""
+    root, _ = trained
+    _write_set(tmp_path / "raw", 4, seed=3)
+    odd = sorted((tmp_path / "raw" / "a").iterdir())[0]
+    Image.open(odd).resize((48, 48)).save(odd)
+    convert_to_image_directory(tmp_path / "raw", tmp_path / "mixed")
+    report = score_image_model(root / "model", tmp_path / "mixed", tmp_path / "scored", workers=0)
+    assert report.scored == 12 and report.failed == []
+    # A model that fixes no size (as the built-in Train's): images of each size go through in their own group.
+    shutil.copytree(root / "model", tmp_path / "no_size_fix")
+    spec_path = tmp_path / "no_size_fix" / "model_spec.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["designer_resnet"]["preprocess"]["transforms"] = []
+    spec_path.write_text(yaml.safe_dump(spec))
+    report = score_image_model(tmp_path / "no_size_fix", tmp_path / "mixed", tmp_path / "scored2", workers=0)
+    assert report.scored == 12 and report.failed == []
+    assert not read_dataframe_directory(tmp_path / "scored2").isna().any().any()
+
+
+def test_labels_the_model_does_not_know_count_as_wrong_with_one_warning(tmp_path, caplog):
+    from designer_resnet.directories.dataframe_directory import read_dataframe_schema
+
+    _hand_made_table(tmp_path / "scored")
+    table = read_dataframe_directory(tmp_path / "scored")
+    table.loc[0:4, "category"] = "zebra"  # a class the model never saw
+    write_dataframe_directory(tmp_path / "zebra", table, label_column="category",
+                              score_columns=read_dataframe_schema(tmp_path / "scored")["scoreColumns"])
+    with caplog.at_level("WARNING"):
+        (result,) = evaluate_model(tmp_path / "zebra", tmp_path / "eval")
+    warnings = [r.getMessage() for r in caplog.records if "not trained on" in r.getMessage()]
+    assert len(warnings) == 1 and "5 row(s)" in warnings[0] and "zebra" in warnings[0]
+    predicted = table[[c for c in table.columns if c.startswith("Scored Probabilities_")]].to_numpy().argmax(axis=1)
+    right = sum(t == ["cat", "dog", "fish", "owl"][p] for t, p in zip(table["category"], predicted))
+    assert result["overall"]["Overall Accuracy"] == pytest.approx(right / len(table))

@@ -31,8 +31,10 @@ V2_DIR, TYPED_DIR = REPO / "components", REPO / "components" / "typed"
 
 # name -> (distributed, {input: (designer type, default, extra)}, {output: designer type}); extra: min/max/enum/optional
 EXPECTED = {
-    "convert_to_image_directory": (False, {"input_path": ("AnyDirectory", None, {})},
-                                   {"output_path": "ImageDirectory"}),
+    "convert_to_image_directory": (False, {
+        "input_path": ("AnyDirectory", None, {}),
+        "max_extracted_gb": ("Float", 50.0, {"min": 0.000001, "max": 1000000.0}),
+    }, {"output_path": "ImageDirectory"}),
     "split_image_directory": (False, {
         "input_path": ("ImageDirectory", None, {}),
         "fraction": ("Float", 0.9, {"min": 0.0, "max": 1.0}),

@@ -131,3 +131,44 @@ def test_bad_mode_is_refused(image_dir, tmp_path):
     result = run_module("apply_image_transformation", "--input_transformation_path", tmp_path / "t",
                         "--input_image_path", image_dir, "--mode", "For fun", "--output_path", tmp_path / "out")
     assert result.returncode == 1 and "invalid choice: 'For fun'" in result.stderr
+
+
+# ---- op lists are bounded wherever they are read (a crafted folder must not exhaust memory) ----
+
+@pytest.mark.parametrize("op", [["Resize", 60000], ["Pad", 40000], ["Resize", [[100, 70000]]],
+                                ["RandomCrop", {"size": 32, "padding": 9000}]])
+def test_crafted_transformation_directory_with_huge_sizes_is_refused(tmp_path, op):
+    write_transformation_directory(tmp_path / "tf", [op])
+    with pytest.raises(UserError, match=rf"{op[0]} (size|padding) .* is outside \[\d+, \d+\] pixels"):
+        read_transformation_directory(tmp_path / "tf", input_name="input_transformation_path")
+
+
+def test_pending_transforms_in_meta_are_bounded_too(image_dir):
+    meta_path = image_dir / "_meta.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["extension"] = {"designer_resnet": {"pending_transforms": [["Pad", 40000]]}}
+    meta_path.write_text(yaml.safe_dump(meta))
+    with pytest.raises(UserError, match=r"pending_transforms\): Pad padding \[40000\] is outside"):
+        pending_ops(ImageDirectory.load(image_dir).extension)
+
+
+def test_a_models_recorded_preprocessing_passes_the_allowlist_and_bounds(tmp_path):
+    from designer_resnet.models.model_directory import read_trained
+    from designer_resnet.training.train import TrainConfig, train
+
+    from conftest import write_labelled_set
+
+    write_labelled_set(tmp_path / "raw", 3)
+    convert_to_image_directory(tmp_path / "raw", tmp_path / "data")
+    run_module("resnet", "--model_name", "resnet18", "--pretrained", "false", "--output_path", tmp_path / "untrained")
+    train(tmp_path / "untrained", tmp_path / "data", tmp_path / "data", tmp_path / "model",
+          TrainConfig(epochs=1, batch_size=3, workers=0))
+    spec_path = tmp_path / "model" / "model_spec.yaml"
+    good = spec_path.read_text()
+    for ops, message in (([["Resize", 60000]], "Resize size .* is outside"),
+                         ([["Lambda", "os.system"]], "unknown transform 'Lambda'")):
+        spec = yaml.safe_load(good)
+        spec["designer_resnet"]["preprocess"]["transforms"] = ops
+        spec_path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(UserError, match=message):
+            read_trained(tmp_path / "model")

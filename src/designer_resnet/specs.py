@@ -85,9 +85,10 @@ def is_distributed(spec: dict, node: dict | None = None) -> bool:
     return False
 
 
-def placeholders(template: str, kind: str) -> set[tuple[str, str]]:
-    """(inputs|outputs, name) pairs the template refers to."""
-    return set(_SYNTAX[kind][0].findall(template))
+def placeholders(template: str, kind: str, *, outside_optional: bool = False) -> set[tuple[str, str]]:
+    """(inputs|outputs, name) pairs the template refers to; with outside_optional, only outside optional blocks."""
+    placeholder, optional = _SYNTAX[kind]
+    return set(placeholder.findall(optional.sub("", template) if outside_optional else template))
 
 
 def render(template: str, kind: str, values: dict[str, str]) -> list[str]:

@@ -1,9 +1,26 @@
 """Safe extraction of zip, tar (plain, gz, bz2, xz), and single-file gz/bz2 archives.
 
 Every member is checked before anything is written: absolute paths, `..`
-components, links and special files refuse the whole archive. Members are
-then streamed out one by one by our own code (no `extractall`), so the
-archive can never place a file outside the extraction folder.
+components, links and special files refuse the whole archive (a leading `./`,
+as `tar czf photos.tgz -C photos .` writes, is fine). Members are then
+streamed out one by one by our own code (no `extractall`), so the archive can
+never place a file outside the extraction folder.
+
+Archive bombs are refused before the disk fills. What an archive may write is
+bounded four ways, checked first on the sizes the archive declares (zip, tar)
+and again on the bytes actually streamed out (headers can lie; gz and bz2
+declare nothing trustworthy):
+
+- in all, at most `max_bytes` (the component's `max_extracted_gb`, default 50 GiB);
+- in all, at most `MAX_RATIO` (200) times the archive's own size, beyond a
+  free allowance of `RATIO_FREE_BYTES` (64 MiB): photos barely compress, so only
+  a bomb expands more (give a genuine one as an extracted folder instead);
+- at most `MAX_IMAGE_BYTES` (1 GiB) for one image file;
+- at most `MAX_MEMBERS` (1,000,000) members;
+- (declared sizes only) no more than the free space of the extraction disk.
+
+Zip members whose data overlap in the file (the trick of non-recursive zip
+bombs, which Python's zipfile does not catch) are refused too.
 """
 
 from __future__ import annotations
@@ -12,16 +29,25 @@ import bz2
 import gzip
 import shutil
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ..directories.image_directory import is_junk, safe_relative_path
+from ..directories.image_directory import is_image_name, is_junk, safe_relative_path
 from ..errors import UserError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".gz", ".bz2")
 _COPY_CHUNK = 1 << 20
+GIB = 1 << 30
+DEFAULT_MAX_EXTRACTED_GB = 50
+MAX_RATIO = 200
+RATIO_FREE_BYTES = 64 << 20
+MAX_IMAGE_BYTES = GIB
+MAX_MEMBERS = 1_000_000
+NAME_MAX = 255  # bytes in one path component (Linux, Windows, macOS)
+PATH_MAX = 4000  # bytes in a whole extracted path (Linux allows 4096)
 
 
 def is_archive(path: Path) -> bool:
@@ -40,22 +66,34 @@ def find_archive(path: Path) -> Path | None:
     return None
 
 
-def extract_archive(archive: Path, dest: Path, *, input_name: str = "input") -> None:
-    """Extract `archive` into the existing folder `dest`, refusing unsafe members."""
+def extract_archive(archive: Path, dest: Path, *, input_name: str = "input", max_bytes: int | None = None) -> None:
+    """Extract `archive` into the existing folder `dest`, refusing unsafe members and archive bombs.
+
+    `max_bytes` bounds the total written (default `DEFAULT_MAX_EXTRACTED_GB` GiB).
+    """
     what = f"{input_name}: archive {archive.name}"
+    budget = _Budget(archive, DEFAULT_MAX_EXTRACTED_GB * GIB if max_bytes is None else max_bytes, what)
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest, what)
+            _extract_zip(archive, dest, what, budget)
         elif _is_tar(archive):
-            _extract_tar(archive, dest, what)
+            _extract_tar(archive, dest, what, budget)
         elif archive.name.lower().endswith((".gz", ".bz2")):
-            _extract_single(archive, dest, what)
+            _extract_single(archive, dest, what, budget)
+        elif _starts_like_zip(archive):
+            raise UserError(f"{what} is a damaged or truncated zip (the table of contents at its end is missing); "
+                            "re-create the archive or upload it again")
         else:
             raise UserError(f"{what} is not a zip, tar, gz or bz2 archive; repack it in one of those formats")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # a disk problem, not a broken archive
-        raise UserError(f"{what} is corrupt or truncated ({exc}); upload it again") from None
+        raise UserError(f"{what} is corrupt or truncated ({exc}); re-create the archive or upload it again") from None
+
+
+def _starts_like_zip(archive: Path) -> bool:
+    with open(archive, "rb") as fp:
+        return fp.read(4) == b"PK\x03\x04"
 
 
 def _is_tar(archive: Path) -> bool:
@@ -65,56 +103,182 @@ def _is_tar(archive: Path) -> bool:
         return False
 
 
-def _target(dest: Path, name: str, what: str) -> Path:
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+class _Budget:
+    """The bytes an archive may still write; raises a UserError past any limit."""
+
+    def __init__(self, archive: Path, max_bytes: int, what: str):
+        self.archive_size = archive.stat().st_size
+        self.by_ratio = max(MAX_RATIO * self.archive_size, RATIO_FREE_BYTES)
+        self.max_bytes = max_bytes
+        self.what = what
+        self.written = 0
+
+    def check_total(self, total: int) -> None:
+        if total > self.max_bytes:
+            raise UserError(f"{self.what} extracts to more than {_size(self.max_bytes)}, the max_extracted_gb limit; "
+                            "raise max_extracted_gb if the data really is that large")
+        if total > self.by_ratio:
+            raise UserError(f"{self.what} extracts to more than {_size(self.by_ratio)} from {_size(self.archive_size)}, "
+                            f"a compression ratio over {MAX_RATIO}x that photos never reach (an archive bomb?); "
+                            "if it is genuine, extract it yourself and give the folder instead")
+
+    def check_disk(self, total: int, dest: Path) -> None:
+        free = shutil.disk_usage(dest).free
+        if total > free:
+            raise UserError(f"{self.what} extracts to {_size(total)} but only {_size(free)} is free on this disk; "
+                            "run on a compute with a larger disk")
+
+    def check_member(self, name: str, size: int) -> None:
+        if is_image_name(name) and size > MAX_IMAGE_BYTES:
+            raise UserError(f"{self.what}: member {name!r} is over {_size(MAX_IMAGE_BYTES)}, the limit for one image; "
+                            "remove it from the archive (no real image is that large)")
+
+    def copy(self, src, target: Path, name: str) -> None:
+        """Stream `src` into `target`, stopping before any limit is passed."""
+        done = 0
+        with open(target, "wb") as out:
+            while chunk := src.read(_COPY_CHUNK):
+                done += len(chunk)
+                self.check_member(name, done)
+                self.check_total(self.written + len(chunk))
+                self.written += len(chunk)
+                out.write(chunk)
+
+
+def _check_count(count: int, what: str) -> None:
+    if count > MAX_MEMBERS:
+        raise UserError(f"{what} has more than {MAX_MEMBERS:,} members, the limit for one archive; "
+                        "give the images as a folder instead")
+
+
+def _relative(name: str, is_dir: bool, what: str) -> PurePosixPath | None:
+    """The member's safe relative path; None for the archive's own root (`.`, `./`)."""
+    if is_dir and not PurePosixPath(name.replace("\\", "/")).parts:
+        return None
     rel = safe_relative_path(name, what=what)
-    return dest.joinpath(*rel.parts)
+    if not is_dir and not rel.parts:
+        raise UserError(f"{what}: member {name!r} has no file name; re-create the archive")
+    for part in rel.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise UserError(f"{what}: member {name[:60]!r}... has a name too long ({len(part.encode('utf-8', 'surrogateescape'))} "
+                            f"bytes, at most {NAME_MAX} per folder or file name); rename it and re-create the archive")
+    if len(str(rel).encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise UserError(f"{what}: member {name[:60]!r}... has a path too long (at most {PATH_MAX} bytes); "
+                        "shorten its folders and re-create the archive")
+    return rel
 
 
-def _extract_zip(archive: Path, dest: Path, what: str) -> None:
+def _plan(entries: list[tuple[str, bool]], dest: Path, what: str) -> list[Path | None]:
+    """Targets for (name, is_dir) members; refuses a path that would be both a file and a folder."""
+    files: set[PurePosixPath] = set()
+    dirs: set[PurePosixPath] = set()
+    targets: list[Path | None] = []
+    for name, is_dir in entries:
+        rel = _relative(name, is_dir, what)
+        if rel is None:
+            targets.append(None)
+            continue
+        dirs.update(p for p in rel.parents if p.parts)
+        (dirs if is_dir else files).add(rel)
+        targets.append(dest.joinpath(*rel.parts))
+    clash = files & dirs
+    if clash:
+        raise UserError(f"{what}: {str(min(clash))!r} is both a file and a folder in the archive; "
+                        "rename one of them and re-create the archive")
+    return targets
+
+
+def _check_zip_overlap(archive: Path, members: list[zipfile.ZipInfo], what: str) -> None:
+    """Refuse members whose local header and data overlap another's in the file."""
+    spans = []
+    with open(archive, "rb") as fp:
+        for info in members:
+            fp.seek(info.header_offset)
+            head = fp.read(30)
+            if len(head) < 30 or head[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile(f"bad local header for {info.filename!r}")
+            name_len, extra_len = struct.unpack("<HH", head[26:30])
+            spans.append((info.header_offset, info.header_offset + 30 + name_len + extra_len + info.compress_size,
+                          info.filename))
+    spans.sort()
+    end, last = -1, ""
+    for start, stop, name in spans:
+        if start < end:
+            raise UserError(f"{what}: members {last!r} and {name!r} overlap in the file, a trick of archive bombs; "
+                            "re-create the archive with a standard zip tool")
+        if stop > end:
+            end, last = stop, name
+
+
+def _extract_zip(archive: Path, dest: Path, what: str, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
+        _check_count(len(members), what)
         for info in members:
-            _target(dest, info.filename, what)
+            _relative(info.filename, info.is_dir(), what)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise UserError(f"{what}: member {info.filename!r} is a symbolic link; links are refused, "
                                 "archive the files themselves")
             if info.flag_bits & 0x1:
                 raise UserError(f"{what}: member {info.filename!r} is encrypted; upload an unencrypted archive")
+        targets = _plan([(info.filename, info.is_dir()) for info in members], dest, what)
+        _check_zip_overlap(archive, members, what)
         for info in members:
-            target = _target(dest, info.filename, what)
+            budget.check_member(info.filename, info.file_size)
+        budget.check_total(sum(info.file_size for info in members))
+        budget.check_disk(sum(info.file_size for info in members), dest)
+        for info, target in zip(members, targets):
+            if target is None:
+                continue
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, _COPY_CHUNK)
+            with zf.open(info) as src:
+                budget.copy(src, target, info.filename)
 
 
-def _extract_tar(archive: Path, dest: Path, what: str) -> None:
+def _extract_tar(archive: Path, dest: Path, what: str, budget: _Budget) -> None:
     with tarfile.open(archive, "r:*") as tf:
-        members = tf.getmembers()
-        for member in members:
-            _target(dest, member.name, what)
+        members = []
+        for member in tf:  # counted as read, so a million-member listing is never held
+            members.append(member)
+            _check_count(len(members), what)
+            _relative(member.name, member.isdir(), what)
             if member.issym() or member.islnk():
                 raise UserError(f"{what}: member {member.name!r} is a link; links are refused, archive the files themselves")
             if not (member.isfile() or member.isdir()):
                 raise UserError(f"{what}: member {member.name!r} is not a regular file or folder; "
                                 "device files and pipes are refused")
-        for member in members:
-            target = _target(dest, member.name, what)
+            budget.check_member(member.name, member.size)
+        targets = _plan([(m.name, m.isdir()) for m in members], dest, what)
+        budget.check_total(sum(m.size for m in members if m.isfile()))
+        budget.check_disk(sum(m.size for m in members if m.isfile()), dest)
+        for member, target in zip(members, targets):
+            if target is None:
+                continue
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             src = tf.extractfile(member)
             assert src is not None  # regular files always have a stream
-            with src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, _COPY_CHUNK)
+            with src:
+                budget.copy(src, target, member.name)
 
 
-def _extract_single(archive: Path, dest: Path, what: str) -> None:
+def _extract_single(archive: Path, dest: Path, what: str, budget: _Budget) -> None:
     opener = gzip.open if archive.name.lower().endswith(".gz") else bz2.open
     stem = archive.name.rsplit(".", 1)[0] or "data"
-    with opener(archive, "rb") as src, open(_target(dest, stem, what), "wb") as out:
-        shutil.copyfileobj(src, out, _COPY_CHUNK)
+    target = _plan([(stem, False)], dest, what)[0]
+    assert target is not None
+    with opener(archive, "rb") as src:
+        budget.copy(src, target, stem)

@@ -12,9 +12,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..directories import StagedOutput
-from ..directories.image_directory import META_FILE, ImageDirectory, ImageDirectoryWriter, is_junk, scan_image_folder
+from ..directories.image_directory import (
+    META_FILE, ImageDirectory, ImageDirectoryWriter, is_image_name, is_junk, scan_image_folder)
 from ..errors import UserError
-from .archives import extract_archive, find_archive
+from .archives import DEFAULT_MAX_EXTRACTED_GB, GIB, extract_archive, find_archive
 from .parallel import ordered_map
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,12 @@ class ConvertReport:
 def find_data_root(path: Path) -> Path:
     """Descend through single wrapping folders (ignoring `__MACOSX` and OS files)."""
     while True:
-        entries = [p for p in path.iterdir() if not is_junk(p.name)]
+        entries = [p for p in path.iterdir() if not is_junk(p.name) and not (p.name.startswith(".") and p.is_dir())]
         if len(entries) == 1 and entries[0].is_dir() and not (path / META_FILE).exists():
             path = entries[0]
+            if any(is_image_name(p.name) for p in path.iterdir() if p.is_file()):
+                log.warning("input_path: the only folder, %r, holds the images; read as unlabelled "
+                            "(for a labelled set give one sub-folder per class, at least two)", path.name)
         else:
             return path
 
@@ -56,8 +60,12 @@ def check_image(path: Path) -> tuple[int, int] | str:
         return f"not a readable image ({exc.__class__.__name__})"
 
 
-def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *, workers: int | None = None) -> ConvertReport:
-    """Convert `input_path` (folder, archive, or folder holding one archive) into `output_dir`."""
+def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *, workers: int | None = None,
+                               max_extracted_gb: float = DEFAULT_MAX_EXTRACTED_GB) -> ConvertReport:
+    """Convert `input_path` (folder, archive, or folder holding one archive) into `output_dir`.
+
+    An archive may extract to at most `max_extracted_gb` GiB (see `archives` for its other limits).
+    """
     source = Path(input_path)
     if not source.exists():
         raise UserError(f"input_path: {source} does not exist; give a folder of images or an archive")
@@ -68,7 +76,7 @@ def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *
         if archive is not None:
             log.info("extracting %s", archive.name)
             source = stage.scratch()
-            extract_archive(archive, source, input_name="input_path")
+            extract_archive(archive, source, input_name="input_path", max_bytes=int(max_extracted_gb * GIB))
         elif source.is_file():
             raise UserError(f"input_path: {source.name} is neither a folder nor a zip/tar/gz/bz2 archive; "
                             "give a folder of images or an archive")
@@ -117,10 +125,10 @@ def _convert_folder(root: Path, out: Path, workers: int | None) -> ConvertReport
         raise UserError(f"input_path: none of the {len(source.rows)} image files in {root} could be read; "
                         "check the files are valid images")
     writer.close()
-    for category in source.categories or []:
-        if category not in per_class:
-            # It keeps its index so labels stay aligned with the folder names.
-            log.warning("class %r has no readable image; it stays in the category list with 0 images", category)
+    empty = [c for c in source.categories or [] if c not in per_class]
+    if empty:  # they keep their indices so labels stay aligned with the folder names
+        log.warning("%d class(es) have no readable image and stay in the category list with 0 images: %s%s",
+                    len(empty), ", ".join(repr(c) for c in empty[:5]), ", ..." if len(empty) > 5 else "")
     report.written = writer.count
     report.labelled = source.labelled
     report.categories = source.categories

@@ -70,9 +70,31 @@ def write_subset(source: ImageDirectory, indices: list[int], out: Path) -> int:
     return writer.count
 
 
+def check_separate_outputs(first_dir: str | Path, second_dir: str | Path) -> None:
+    """Refuse two output paths that name one folder, however spelled, or one inside the other."""
+    first, second = Path(first_dir), Path(second_dir)
+    a, b = Path(os.path.realpath(first)), Path(os.path.realpath(second))
+    same = a == b
+    if not same and first.exists() and second.exists():
+        try:
+            same = os.path.samefile(first, second)  # e.g. a case-insensitive file system
+        except OSError:
+            pass
+    if same:
+        raise UserError(f"output_path2: {second_dir} is the same folder as output_path1 ({first_dir}); "
+                        "choose two different folders")
+    if a in b.parents:
+        raise UserError(f"output_path2: {second_dir} is inside output_path1 ({first_dir}); "
+                        "choose two separate folders")
+    if b in a.parents:
+        raise UserError(f"output_path2: {second_dir} contains output_path1 ({first_dir}); "
+                        "choose two separate folders")
+
+
 def split_image_directory(input_dir: str | Path, first_dir: str | Path, second_dir: str | Path,
                           *, fraction: float = 0.9, seed: int = 42) -> tuple[int, int]:
     """Split an ImageDirectory into two; returns the row counts written."""
+    check_separate_outputs(first_dir, second_dir)
     source = ImageDirectory.load(input_dir, input_name="input_path")
     labels = [source.label(r) for r in source.rows]
     first, second = split_indices(labels, fraction, seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
-from .meta import read_meta, write_meta
+from .meta import meta_file, read_meta, write_meta
 
 DATA_FILE = "_data.parquet"
 SCHEMA_FILE = "schema/_schema.json"
@@ -80,7 +80,7 @@ def read_dataframe_directory(path: str | Path, *, input_name: str = "input") -> 
     """Read a DataFrameDirectory's table (Parquet, or CSV if the meta says so)."""
     path = Path(path)
     meta = read_meta(path, "DataFrameDirectory", input_name=input_name)
-    data = path / str(meta.get("data", DATA_FILE))
+    data = meta_file(path, meta, "data", DATA_FILE, input_name=input_name)
     fmt = str(meta.get("format", "Parquet")).lower()
     try:
         if fmt == "csv":
@@ -100,7 +100,7 @@ def read_dataframe_schema(path: str | Path, *, input_name: str = "input") -> dic
     """
     path = Path(path)
     meta = read_meta(path, "DataFrameDirectory", input_name=input_name)
-    schema_path = path / str(meta.get("schema", SCHEMA_FILE))
+    schema_path = meta_file(path, meta, "schema", SCHEMA_FILE, input_name=input_name)
     try:
         with open(schema_path, encoding="utf-8") as f:
             schema = json.load(f)

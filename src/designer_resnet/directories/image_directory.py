@@ -3,8 +3,13 @@
 Layout (docs/formats.md): `_meta.yaml`, `images.lst` (JSON Lines, one row per
 image), `_schema.json` (column attributes), optional `_samples.json`, and the
 image files. A folder without `_meta.yaml` is read as a torchvision
-ImageFolder (`root/<class>/<file>`), else as every image below it, unlabelled.
-Only the row list is held in memory; images are opened one at a time.
+ImageFolder (`root/<class>/<file>`), else as every image below it, unlabelled;
+hidden folders (a name starting with '.') are skipped. Only the row list is
+held in memory; images are opened one at a time.
+
+Nothing in a folder with `_meta.yaml` may lead a reader outside it: the files
+the meta and the rows name, links followed, must lie inside. A plain folder is
+the user's own layout, so links there are followed wherever they point.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
 from PIL import Image
 
 from ..errors import UserError
-from .meta import META_FILE, read_meta, write_meta
+from .meta import META_FILE, is_inside, meta_file, read_meta, safe_relative_path, write_meta
+from .staging import STAGING_PREFIX
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
 IMAGE_LIST = "images.lst"
@@ -57,6 +63,9 @@ class ImageDirectory:
     extension: dict = field(default_factory=dict)
     input_name: str = "input"
     schema: dict | None = None  # the `_schema.json` as read, kept so subsets copy it verbatim
+    # True for a folder with `_meta.yaml`: files its rows name must stay inside it, links followed.
+    confined: bool = False
+    _inside_dirs: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path, *, input_name: str = "input") -> "ImageDirectory":
@@ -65,15 +74,23 @@ class ImageDirectory:
         if not root.is_dir():
             raise UserError(f"{input_name}: {root} is not a folder; connect an ImageDirectory")
         if not (root / META_FILE).exists():
+            entries = list(root.iterdir())
+            only_leftovers = entries and all(p.name.startswith(".") for p in entries) and any(
+                p.name.startswith(STAGING_PREFIX) for p in entries)
+            if (root / IMAGE_LIST).exists() or only_leftovers:
+                # A step that failed or was killed: `_meta.yaml` is published last, so it is not done.
+                raise UserError(f"{input_name}: {root} is an unfinished output (it has no {META_FILE}: the step that "
+                                "writes it failed or was stopped); run that step again")
             scan = scan_image_folder(root)
             if not scan.rows:
                 raise UserError(f"{input_name}: no image files found in {root}; supported types are {_suffix_list()}")
             return cls(root, scan.rows, scan.categories, label_column=LABEL_COLUMN if scan.categories else None,
                        input_name=input_name)
         meta = read_meta(root, "ImageDirectory", input_name=input_name)
-        schema = _read_json(root / str(meta.get("schema", SCHEMA_FILE)), input_name)
+        schema = _read_json(meta_file(root, meta, "schema", SCHEMA_FILE, input_name=input_name), input_name)
         image_ref, label_column, categories = _parse_schema(schema, input_name)
-        rows = list(_read_rows(root / str(meta.get("image_list", IMAGE_LIST)), input_name))
+        list_path = meta_file(root, meta, "image_list", IMAGE_LIST, input_name=input_name)
+        rows = _checked_rows(_read_rows(list_path, input_name), list_path.name, image_ref, label_column, input_name)
         if not rows:
             raise UserError(f"{input_name}: {root} lists no images; connect a non-empty ImageDirectory")
         if label_column is not None:
@@ -87,7 +104,7 @@ class ImageDirectory:
                 )
         extension = meta.get("extension") or {}
         return cls(root, rows, categories, image_ref, label_column,
-                   extension if isinstance(extension, dict) else {}, input_name, schema)
+                   extension if isinstance(extension, dict) else {}, input_name, schema, confined=True)
 
     @property
     def labelled(self) -> bool:
@@ -105,9 +122,21 @@ class ImageDirectory:
         return name
 
     def image_path(self, row: dict) -> Path:
-        """The row's image file; refuses a path that would leave the folder."""
+        """The row's image file; refuses a path that would leave the folder (or, with `_meta.yaml`, a link out of it)."""
         name = self.relative_path(row)
-        return self.root / safe_relative_path(name, what=f"{self.input_name}: row id {row.get('id')}")
+        what = f"{self.input_name}: row id {row.get('id')}"
+        rel = safe_relative_path(name, what=what)
+        path = self.root / rel
+        if self.confined:
+            # One check per folder (cached) and one lstat per file keeps this cheap for a million rows.
+            parent = rel.parent
+            ok = self._inside_dirs.get(parent)
+            if ok is None:
+                ok = self._inside_dirs[parent] = is_inside(self.root, self.root / parent)
+            if not ok or (path.is_symlink() and not is_inside(self.root, path)):
+                raise UserError(f"{what}: {name} links outside {self.root}; "
+                                "copy the file into the folder instead of linking it")
+        return path
 
     def label(self, row: dict) -> str | None:
         if self.label_column is None:
@@ -133,14 +162,6 @@ class ImageDirectory:
         return ["id", self.label_column] if self.label_column else ["id"]
 
 
-def safe_relative_path(name: str, *, what: str) -> PurePosixPath:
-    """Check a relative path stays inside its folder; return it normalised."""
-    posix = PurePosixPath(name.replace("\\", "/"))
-    if posix.is_absolute() or (posix.parts and ":" in posix.parts[0]) or ".." in posix.parts or not posix.parts:
-        raise UserError(f"{what}: path {name!r} leaves its folder; only relative paths inside it are allowed")
-    return posix
-
-
 @dataclass
 class FolderScan:
     rows: list[dict]
@@ -156,7 +177,8 @@ def scan_image_folder(root: Path) -> FolderScan:
     image below `root`, unlabelled. `ignored` lists non-image files.
     """
     top = sorted(p for p in root.iterdir() if not is_junk(p.name))
-    class_dirs = [p for p in top if p.is_dir()]
+    # Hidden folders (a killed run's staging folder, caches) are never classes nor images.
+    class_dirs = [p for p in top if p.is_dir() and not p.name.startswith(".")]
     top_files = [p for p in top if not p.is_dir()]
     labelled = bool(class_dirs) and not any(is_image_name(p.name) for p in top_files)
     rows: list[dict] = []
@@ -180,7 +202,7 @@ def scan_image_folder(root: Path) -> FolderScan:
 
 def _walk_files(folder: Path, ignored: list[Path]) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d) and not d.startswith("."))
         for name in sorted(filenames):
             if is_junk(name):
                 continue
@@ -212,7 +234,7 @@ def _read_json(path: Path, input_name: str):
         raise UserError(f"{input_name}: {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
-def _read_rows(path: Path, input_name: str) -> Iterator[dict]:
+def _read_rows(path: Path, input_name: str) -> Iterator[tuple[int, dict]]:
     try:
         f = open(path, encoding="utf-8")
     except FileNotFoundError:
@@ -227,7 +249,60 @@ def _read_rows(path: Path, input_name: str) -> Iterator[dict]:
                 raise UserError(f"{input_name}: {path.name} line {number} is not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{input_name}: {path.name} line {number} is not a JSON object")
-            yield row
+            yield number, row
+
+
+def _checked_rows(numbered: Iterator[tuple[int, dict]], list_name: str, image_ref: str, label_column: str | None,
+                  input_name: str) -> list[dict]:
+    """The rows, each checked where a reader would otherwise crash or lose images; sizes normalised.
+
+    Refuses a row without a unique integer `id` (files are named by id, so a
+    duplicate would overwrite an image), without `<image_ref>.file_name`, or,
+    in a labelled set, without a label. `width`/`height` that are not positive
+    integers are dropped (readers then take the size from the file).
+    """
+    rows: list[dict] = []
+    line_of_id: dict[int, int] = {}
+    for number, row in numbered:
+        where = f"{input_name}: {list_name} line {number}"
+        row_id = _integer(row.get("id"))
+        if row_id is None:
+            raise UserError(f"{where} has no integer 'id'; give every row a unique integer id")
+        if row_id in line_of_id:
+            raise UserError(f"{input_name}: {list_name} lines {line_of_id[row_id]} and {number} share id {row_id}; "
+                            "give every row a unique integer id")
+        line_of_id[row_id] = number
+        row["id"] = row_id
+        where = f"{where} (id {row_id})"
+        info = row.get(image_ref)
+        if not isinstance(info, dict) or not isinstance(info.get("file_name"), str) or not info["file_name"]:
+            raise UserError(f"{where} has no {image_ref}.file_name; rebuild the folder with Convert to Image Directory")
+        sizes = {k: _integer(info[k], text=True) for k in ("width", "height") if k in info}
+        if any(v is None or v <= 0 for v in sizes.values()):
+            info.pop("width", None)
+            info.pop("height", None)
+        else:
+            info.update(sizes)
+        if label_column is not None:
+            label = row.get(label_column)
+            if label is None or isinstance(label, (bool, dict, list)) or str(label) == "":
+                raise UserError(f"{where} has no '{label_column}'; give every row of a labelled set its class, "
+                                "or remove the row")
+        rows.append(row)
+    return rows
+
+
+def _integer(value, *, text: bool = False) -> int | None:
+    """`value` as an int when it is one (an integral float too, and digits in a string if `text`), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if text and isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 def _is_image_column(col: dict) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import yaml
@@ -30,6 +30,8 @@ def read_meta(path: str | Path, expected: str | Iterable[str] | None = None, *, 
     """
     path = Path(path)
     meta_path = path / META_FILE
+    if meta_path.is_symlink() and not is_inside(path, meta_path):
+        raise UserError(f"{input_name}: {META_FILE} links outside {path}; copy the file into the folder instead of linking it")
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = yaml.safe_load(f)
@@ -55,3 +57,35 @@ def write_meta(path: str | Path, meta: dict) -> None:
     ordered = {"type": meta["type"], **{k: v for k, v in meta.items() if k != "type"}}
     with open(Path(path) / META_FILE, "w", encoding="utf-8") as f:
         yaml.safe_dump(ordered, f, sort_keys=False, default_flow_style=False)
+
+
+def safe_relative_path(name: str, *, what: str) -> PurePosixPath:
+    """Check a relative path stays inside its folder; return it normalised."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or (posix.parts and ":" in posix.parts[0]) or ".." in posix.parts or not posix.parts:
+        raise UserError(f"{what}: path {name!r} leaves its folder; only relative paths inside it are allowed")
+    return posix
+
+
+def is_inside(root: str | Path, path: str | Path) -> bool:
+    """True when `path`, with every link followed, is `root` or lies below it (also with links followed)."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
+def inside_path(root: str | Path, name: str, *, what: str) -> Path:
+    """`root/name` for a relative `name` that stays in `root`, also once links are followed; else UserError."""
+    path = Path(root) / safe_relative_path(name, what=what)
+    if not is_inside(root, path):
+        raise UserError(f"{what}: {name} links outside {root}; copy the file into the folder instead of linking it")
+    return path
+
+
+def meta_file(root: str | Path, meta: dict, key: str, default: str, *, input_name: str) -> Path:
+    """The file a `_meta.yaml` field names (`default` when absent), refused if it leaves the folder."""
+    value = meta.get(key)
+    if value is None:
+        value = default
+    what = f"{input_name}: {META_FILE} {key}"
+    if not isinstance(value, str) or not value:
+        raise UserError(f"{what}: {str(value)[:60]!r} is not a file name; recreate the folder with the module that wrote it")
+    return inside_path(root, value, what=what)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +21,8 @@ from ..directories.dataframe_directory import (
     read_dataframe_schema,
     write_dataframe_directory,
 )
-from ..directories.meta import read_meta
+from ..directories.meta import EXTENSION_KEY, read_meta
 from ..errors import UserError
-from ..directories.meta import EXTENSION_KEY
 from ..scoring.score import PROBABILITY_PREFIX, SCORED_LABELS
 from ..tracking import MlflowLog, on_tracking_server
 
@@ -106,15 +108,45 @@ def _evaluate_one(path: Path, input_name: str) -> dict:
         raise UserError(f"{input_name}: no row has both a label and scores; check the scored data")
     if not usable.all():
         log.warning("%s: %d row(s) without scores or label left out of the evaluation", input_name, int((~usable).sum()))
-    return compute_metrics(df.loc[usable, label].tolist(), probs[usable], classes)
+    truth = [str(v) for v in df.loc[usable, label]]
+    unknown = sorted(set(truth) - set(classes))
+    if unknown:
+        count = sum(t in unknown for t in truth)
+        log.warning("%s: %d row(s) have labels the model was not trained on (%s%s); they count as wrong, and the "
+                    "per-class table covers the model's classes only", input_name, count, ", ".join(unknown[:5]),
+                    ", ..." if len(unknown) > 5 else "")
+    return compute_metrics(truth, probs[usable], classes)
+
+
+@contextlib.contextmanager
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, with its config and font cache in a temporary folder.
+
+    Left to itself matplotlib writes ~/.config/matplotlib and ~/.cache/matplotlib;
+    a component writes nothing outside its output. An MPLCONFIGDIR the user set is kept.
+    """
+    with tempfile.TemporaryDirectory(prefix="designer-resnet-mpl-") as tmp:
+        own = "MPLCONFIGDIR" not in os.environ
+        if own:
+            os.environ["MPLCONFIGDIR"] = tmp
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            yield plt
+        finally:
+            if own:
+                os.environ.pop("MPLCONFIGDIR", None)
 
 
 def plot_confusion(metrics: dict, path: Path, title: str) -> None:
-    import matplotlib
+    with _pyplot() as plt:
+        _plot_confusion(plt, metrics, path, title)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plot_confusion(plt, metrics: dict, path: Path, title: str) -> None:
     labels = metrics["confusion_matrix"]["labels"]
     counts = np.array(metrics["confusion_matrix"]["counts"])
     side = max(4, 0.5 * len(labels) + 2)
@@ -135,11 +167,11 @@ def plot_confusion(metrics: dict, path: Path, title: str) -> None:
 
 
 def plot_per_class(results: list[dict], path: Path) -> None:
-    import matplotlib
+    with _pyplot() as plt:
+        _plot_per_class(plt, results, path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plot_per_class(plt, results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(len(results), 1, figsize=(max(6, 0.6 * len(results[0]["per_class"]) + 2), 3.5 * len(results)),
                              squeeze=False)
     for ax, result, name in zip(axes[:, 0], results, DATASET_NAMES):

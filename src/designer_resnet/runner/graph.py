@@ -7,6 +7,7 @@ Both flavours load: v2 jobs name their spec as a relative path
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
-from ..specs import ANY_PORT, flavour, port_type
+from ..specs import ANY_PORT, command_template, flavour, placeholders, port_type
 
 FILE_PREFIX = "file:"
 _BINDING = re.compile(r"^\$\{\{\s*parent\.(inputs|jobs)\.([\w-]+)(?:\.outputs\.([\w-]+))?\s*\}\}$")
@@ -49,35 +50,67 @@ class Pipeline:
     nodes: dict[str, Node]
 
 
+def _kind(value) -> str:
+    return type(value).__name__
+
+
+def _read_yaml(path: Path, what: str):
+    """A YAML file's content; UserError (one line, starting with `what`) when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a folder; give the {'pipeline' if what == 'pipeline:' else 'component'}'s "
+                        f"YAML file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read a pipeline YAML and the component spec of every node."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"pipeline: {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"pipeline: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    jobs = doc.get("jobs") if isinstance(doc, dict) else None
-    if not isinstance(jobs, dict) or not jobs:
+    doc = _read_yaml(path, "pipeline:")
+    if doc is None:
+        raise UserError(f"pipeline: {path} is empty")
+    if not isinstance(doc, dict):
+        raise UserError(f"pipeline: {path} must be a mapping with `jobs`, got a {_kind(doc)}")
+    jobs = doc.get("jobs")
+    if jobs is not None and not isinstance(jobs, dict):
+        raise UserError(f"pipeline: {path}: `jobs` must be a mapping of job names to jobs, got a {_kind(jobs)}")
+    if not jobs:
         raise UserError(f"pipeline: {path} has no jobs")
+    if not isinstance(doc.get("inputs") or {}, dict):
+        raise UserError(f"pipeline: {path}: `inputs` must be a mapping of input names to values, "
+                        f"got a {_kind(doc['inputs'])}")
     nodes = {}
+    specs: dict[Path, dict] = {}  # a spec many jobs share is read once
     for name, job in jobs.items():
         if not isinstance(job, dict):
             raise UserError(f"pipeline: job {name!r} must be a mapping with a `component`, got {job!r}")
+        inputs = job.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise UserError(f"pipeline: job {name!r}: `inputs` must be a mapping of input names to values, "
+                            f"got a {_kind(inputs)}")
         spec_path = _spec_path(path, name, str(job.get("component", "")))
-        try:
-            spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"pipeline: job {name!r}: component spec {spec_path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"pipeline: job {name!r}: component spec {spec_path} is not valid YAML "
-                            f"({str(exc).splitlines()[0]})") from None
-        try:
-            flavour(spec)
-        except UserError as exc:
-            raise UserError(f"pipeline: job {name!r}: {spec_path}: {exc}") from None
-        nodes[name] = Node(name, spec_path, spec, dict(job.get("inputs") or {}), job)
+        if spec_path not in specs:
+            spec = _read_yaml(spec_path, f"pipeline: job {name!r}: component spec")
+            try:
+                flavour(spec)
+            except UserError as exc:
+                raise UserError(f"pipeline: job {name!r}: {spec_path}: {exc}") from None
+            for direction in ("inputs", "outputs"):
+                if not isinstance(spec.get(direction) or {}, dict):
+                    raise UserError(f"pipeline: job {name!r}: {spec_path}: `{direction}` must be a mapping, "
+                                    f"got a {_kind(spec[direction])}")
+            specs[spec_path] = spec
+        nodes[name] = Node(name, spec_path, specs[spec_path], dict(inputs), job)
     return Pipeline(path, doc, nodes)
 
 
@@ -108,23 +141,89 @@ def check_port_types(pipeline: Pipeline) -> None:
                                 f"connect an output of type {wanted}")
 
 
+def _closest(name: str, names) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_pipeline(pipeline: Pipeline) -> None:
+    """Everything about the pipeline that would otherwise fail only when a job's turn comes.
+
+    Every job input the component declares, every binding to a declared pipeline
+    input or to an output of a job, every required input bound or defaulted, every
+    placeholder of the command declared, port types matching, and no cycle.
+    """
+    declared = pipeline.doc.get("inputs") or {}
+    for node in pipeline.nodes.values():
+        ports = node.spec.get("inputs") or {}
+        outputs = node.spec.get("outputs") or {}
+        kind = flavour(node.spec)
+        for key, value in node.inputs.items():
+            if key not in ports:
+                listed = ", ".join(ports) if ports else "none"
+                raise UserError(f"pipeline: job {node.name!r} has no input {key!r}{_closest(key, ports)}; "
+                                f"the inputs of {node.spec_path.name} are: {listed}")
+            if not isinstance(value, str) or "${{" not in value:
+                continue
+            match = _BINDING.match(value)
+            if not match or (match.group(1) == "jobs") != (match.group(3) is not None):
+                raise UserError(f"pipeline: job {node.name!r}: input {key!r} has {value!r}, which is not a binding "
+                                "this runner knows; use ${{parent.inputs.NAME}} or ${{parent.jobs.JOB.outputs.NAME}}")
+            if match.group(1) == "inputs" and match.group(2) not in declared:
+                target = match.group(2)
+                raise UserError(f"pipeline: job {node.name!r}: input {key!r} is bound to pipeline input {target!r}, "
+                                f"which the pipeline does not declare{_closest(target, declared)}; it declares "
+                                f"{', '.join(declared) if declared else 'no inputs'}")
+        for key, spec in ports.items():
+            required = not (isinstance(spec, dict) and (spec.get("optional") or "default" in spec))
+            if required and key not in node.inputs:
+                raise UserError(f"pipeline: job {node.name!r}: input {key!r} is required; bind it or give it a value "
+                                f"(the component has no default)")
+        template = command_template(node.spec)
+        if not template:
+            raise UserError(f"pipeline: component of job {node.name!r} has no command")
+        for direction, port in sorted(placeholders(template, kind, outside_optional=True)):
+            if port not in (ports if direction == "inputs" else outputs):
+                raise UserError(f"pipeline: job {node.name!r}: the command needs {direction}.{port}, which the "
+                                f"component does not declare ({node.spec_path})")
+            if direction == "inputs" and port not in node.inputs and not (
+                    isinstance(ports[port], dict) and "default" in ports[port]):
+                raise UserError(f"pipeline: job {node.name!r}: the command needs inputs.{port}, which is optional "
+                                f"but neither bound nor defaulted; bind it")
+    check_port_types(pipeline)
+    topological_order(pipeline)
+
+
 def topological_order(pipeline: Pipeline) -> list[str]:
-    """Node names so that every node comes after the nodes it reads from; a cycle is an error."""
+    """Node names so that every node comes after the nodes it reads from; a cycle is an error.
+
+    Depth-first with an explicit stack, so a chain of any length is ordered (no recursion limit).
+    """
     order: list[str] = []
-    state: dict[str, int] = {}
+    state: dict[str, int] = {}  # 1: on the stack, 2: ordered
 
-    def visit(name: str, trail: tuple[str, ...]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            raise UserError(f"pipeline: jobs form a cycle: {' -> '.join(trail + (name,))}")
-        state[name] = 1
-        for _, source, _ in pipeline.nodes[name].upstream():
-            if source in pipeline.nodes:
-                visit(source, trail + (name,))
-        state[name] = 2
-        order.append(name)
+    def sources(name: str):
+        return iter([source for _, source, _ in pipeline.nodes[name].upstream() if source in pipeline.nodes])
 
-    for name in pipeline.nodes:
-        visit(name, ())
+    for root in pipeline.nodes:
+        if state.get(root):
+            continue
+        state[root] = 1
+        stack = [(root, sources(root))]
+        while stack:
+            name, pending = stack[-1]
+            for source in pending:
+                if state.get(source) == 2:
+                    continue
+                if state.get(source) == 1:
+                    trail = [n for n, _ in stack]
+                    cycle = trail[trail.index(source):] + [source]
+                    raise UserError(f"pipeline: jobs form a cycle: {' -> '.join(cycle)}")
+                state[source] = 1
+                stack.append((source, sources(source)))
+                break
+            else:
+                stack.pop()
+                state[name] = 2
+                order.append(name)
     return order

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..specs import command_template, flavour, is_distributed, render
-from .graph import Node, Pipeline, check_port_types, load_pipeline, topological_order
+from .graph import Node, Pipeline, check_pipeline, check_port_types, load_pipeline, topological_order  # noqa: F401
 
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([\w-]+)\s*\}\}$")
 CACHE_INDEX = ".cache.json"
@@ -139,11 +139,37 @@ def local_processes(node: Node, requested: int | None) -> int:
     return max(1, min(wanted, gpus)) if gpus else 1
 
 
+def reuse_key(node: Node, *, spec: str, code: str, identity: dict[str, str], processes: int) -> str:
+    """The key a finished job is reused under: its spec, code, input values and, for a distributed job, how it ran.
+
+    The process count is part of a distributed job's key: the learning rate (and the
+    batches each process sees) scale with it, so a run with another count is another job.
+    """
+    parts = {"spec": spec, "code": code, "inputs": identity, "distribution": node.raw.get("distribution")}
+    if is_distributed(node.spec, node.raw):
+        parts["processes"] = processes
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _check_commands(pipeline: Pipeline) -> None:
+    """Render every job's command with stand-in values, so a command that cannot run locally fails before any job."""
+    for node in pipeline.nodes.values():
+        values = {f"inputs.{key}": "x" for key, spec in (node.spec.get("inputs") or {}).items()
+                  if key in node.inputs or (isinstance(spec, dict) and "default" in spec)}
+        values.update({f"outputs.{out}": "x" for out in node.spec.get("outputs") or {}})
+        try:
+            render_command(node, values, ["python"])
+        except ValueError as exc:  # shlex: an unclosed quote
+            raise UserError(f"pipeline: job {node.name!r}: its command cannot be split into arguments "
+                            f"({exc})") from None
+
+
 def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, runs_dir: str | Path = "runs",
                  nproc: int | None = None, reuse: bool = True, echo=print) -> RunResult:
     """Run every node of the pipeline in order; stop at the first failure with its log tail."""
     pipeline = load_pipeline(path)
-    check_port_types(pipeline)
+    check_pipeline(pipeline)  # every check before the first job starts: nothing runs, no run folder
+    _check_commands(pipeline)
     values_in = pipeline_inputs(pipeline, overrides or {})
     order = topological_order(pipeline)
     runs_dir = Path(runs_dir).resolve()
@@ -188,13 +214,10 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
         code_dir = (node.spec_path.parent / str(node.spec.get("code", "."))).resolve()
         if code_dir not in code_digests:
             code_digests[code_dir] = _code_digest(code_dir)
-        key_parts = {
-            "spec": hashlib.sha256(node.spec_path.read_bytes()).hexdigest(),
-            "code": code_digests[code_dir],
-            "inputs": identity,
-            "distribution": node.raw.get("distribution"),
-        }
-        digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
+        distributed = is_distributed(node.spec, node.raw)
+        nproc_here = local_processes(node, nproc) if distributed else 1
+        digest = reuse_key(node, spec=hashlib.sha256(node.spec_path.read_bytes()).hexdigest(),
+                           code=code_digests[code_dir], identity=identity, processes=nproc_here)
         digests[name] = digest
         cached = Path(index[digest]) if reuse and digest in index else None
         if cached is not None and (cached / DONE).exists():
@@ -207,11 +230,8 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
         for out in node.spec.get("outputs") or {}:
             values[f"outputs.{out}"] = shlex.quote(str(folder / out))
         python = [sys.executable]
-        nproc_here = 1
-        if is_distributed(node.spec, node.raw):
-            nproc_here = local_processes(node, nproc)
-            if nproc_here > 1:  # one process needs no launcher: same code path, clearer logs
-                python = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_here}"]
+        if distributed and nproc_here > 1:  # one process needs no launcher: same code path, clearer logs
+            python = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_here}"]
         argv = render_command(node, values, python)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), env.get("PYTHONPATH")]))

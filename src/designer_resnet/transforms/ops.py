@@ -20,6 +20,14 @@ RANDOM_OPS = frozenset({
 })
 TENSOR_OPS = frozenset({"ToTensor", "Normalize", "RandomErasing"})
 KNOWN_OPS = DETERMINISTIC_OPS | RANDOM_OPS | TENSOR_OPS
+# Largest output side and padding an op list may ask for, wherever it is read (Init's own ranges):
+# a crafted list must not make a reader allocate gigabytes per image.
+MAX_SIDE = 8192
+MAX_PADDING = 4096
+# Which argument of each op is a size or a padding: (positional index, keyword).
+_SIZE_ARGS = {"Resize": (0, "size"), "CenterCrop": (0, "size"), "RandomCrop": (0, "size"),
+              "RandomResizedCrop": (0, "size")}
+_PADDING_ARGS = {"Pad": (0, "padding"), "RandomCrop": (1, "padding")}
 # Ops whose output has one size whatever the input's (a Resize to a (height, width) pair too).
 FIXED_SIZE_OPS = frozenset({"CenterCrop", "RandomCrop", "RandomResizedCrop"})
 
@@ -51,8 +59,34 @@ def validate_ops(ops, *, input_name: str = "transformation") -> list[list]:
             _build(name, args)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{input_name}: {name} does not accept {args!r} ({exc})") from None
+        _check_bounds(name, args, input_name)
         clean.append([name, args])
     return clean
+
+
+def _argument(args, position: int, keyword: str):
+    if isinstance(args, dict):
+        return args.get(keyword)
+    if isinstance(args, list):
+        return args[position] if len(args) > position else None
+    return args if position == 0 else None
+
+
+def _numbers(value) -> list:
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in _numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _check_bounds(name: str, args, input_name: str) -> None:
+    """Sizes in [1, MAX_SIDE] and paddings in [0, MAX_PADDING]; UserError otherwise."""
+    for table, low, high, what in ((_SIZE_ARGS, 1, MAX_SIDE, "size"), (_PADDING_ARGS, 0, MAX_PADDING, "padding")):
+        if name not in table:
+            continue
+        values = _numbers(_argument(args, *table[name]))
+        if any(v < low or v > high for v in values):
+            raise UserError(f"{input_name}: {name} {what} {values} is outside [{low}, {high}] pixels; "
+                            "recreate the transformation with Init Image Transformation")
 
 
 def plan(ops: list[list], mode: str) -> tuple[list[list], list[list]]:
