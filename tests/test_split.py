@@ -82,3 +82,21 @@ def test_split_cli_bad_fraction_exits_1_and_writes_nothing(tmp_path):
     result = run_module("split_image_directory", "--input_path", tmp_path / "src", "--fraction", "1.5",
                         "--output_path1", out1, "--output_path2", out2)
     assert result.returncode == 1 and "outside the valid range [0.0, 1.0]" in result.stderr
+
+
+def test_listed_image_missing_or_corrupt(labelled_folder, tmp_path):
+    """A listed file that is gone: one line, exit 1, nothing written. A corrupt one is copied as it is
+    (Split does not decode images) and does not break the preview."""
+    convert_to_image_directory(labelled_folder, tmp_path / "images")
+    files = sorted((tmp_path / "images" / "image").iterdir())
+    files[1].write_bytes(b"not an image")
+    split_image_directory(tmp_path / "images", tmp_path / "p1", tmp_path / "p2", fraction=0.5, seed=1)
+    assert len(ImageDirectory.load(tmp_path / "p1")) + len(ImageDirectory.load(tmp_path / "p2")) == 12
+    files[0].unlink()
+    result = run_module("split_image_directory", "--input_path", tmp_path / "images", "--fraction", "0.5",
+                        "--output_path1", tmp_path / "q1", "--output_path2", tmp_path / "q2")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: input_path: {files[0].relative_to(tmp_path / 'images')} (row id 0) is listed but missing from "
+        f"{tmp_path / 'images'}; recreate the ImageDirectory with Convert to Image Directory"]
+    assert not (tmp_path / "q1").exists() and not (tmp_path / "q2").exists()

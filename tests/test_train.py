@@ -125,7 +125,8 @@ def test_two_process_torchrun_trains_with_gloo(tiny):
     assert result.stdout.count("trained 2 epoch(s)") == 1  # only rank 0 reports and writes
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+def test_sigterm_keeps_the_checkpoint_and_the_rerun_resumes_to_the_same_weights(tmp_path):
+    """What Azure ML does to a pre-empted low-priority node: SIGTERM, then a rerun on the same checkpoint folder."""
     _write_set(tmp_path / "raw_train", 32, size=(64, 64), seed=0)
     _write_set(tmp_path / "raw_valid", 4, size=(64, 64), seed=1)
     convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
@@ -139,16 +140,21 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     ckpt_dir = tmp_path / "ck_resumed"
     proc = subprocess.Popen(_train_cli(tmp_path, tmp_path / "resumed", *epochs, "--checkpoint_path", str(ckpt_dir)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (ckpt_dir / CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.poll() is None, "the run ended before its first checkpoint"
+    proc.send_signal(signal.SIGTERM)  # the handler is installed before the first epoch starts
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
     killed_at = torch.load(ckpt_dir / CHECKPOINT, weights_only=True)["epoch"]
-    assert 1 <= killed_at < 5, "the run finished before it could be killed; make the epochs slower"
-    # Nothing half-written: at most our hidden staging folder, no port files.
-    assert all(p.name.startswith(".designer-resnet-") for p in (tmp_path / "resumed").iterdir())
+    assert 1 <= killed_at < 5
+    assert err.strip().splitlines()[-1].startswith("error: training stopped by SIGTERM "), err[-2000:]
+    assert f"checkpoint_path {ckpt_dir} keeps the checkpoint of epoch {killed_at}: rerun with the same " \
+           "checkpoint_path to resume" in err
+    # Nothing half-written: the staged output is removed on the way out.
+    assert not (tmp_path / "resumed").exists() or not list((tmp_path / "resumed").iterdir())
 
     resumed = subprocess.run(_train_cli(tmp_path, tmp_path / "resumed", *epochs, "--checkpoint_path", str(ckpt_dir)),
                              capture_output=True, text=True, timeout=600)
@@ -272,21 +278,254 @@ def test_tracking_server_gets_every_epoch_and_the_params(tiny, monkeypatch):
 
 def test_cli_run_writes_nothing_under_home_or_the_working_directory(tiny):
     """No ~/.config/mlflow (MLflow's telemetry), no ~/.config or ~/.cache/matplotlib, no ./mlruns."""
-    import os
+    from conftest import user_environment
 
     home, cwd = tiny / "home", tiny / "cwd"
     home.mkdir()
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "XDG_")) and k not in ("MPLCONFIGDIR", "DO_NOT_TRACK")}
-    # MLflow keeps its telemetry off by itself under pytest or CI; the run must not depend on that.
-    for name in ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "JENKINS_URL", "BUILDKITE",
-                 "CIRCLECI", "TRAVIS"):
-        env.pop(name, None)
-    env["HOME"] = str(home)
+    env = user_environment(home)
     result = subprocess.run(_train_cli(tiny, tiny / "out", "--epochs", "1"), cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
     assert list(cwd.iterdir()) == []
     assert (tiny / "out" / "training_metrics.csv").exists() and (tiny / "out" / "training_curves.png").exists()
+
+
+# --- checkpoints may continue only the same run --------------------------------------------------------------------
+
+
+def test_checkpoint_of_another_run_is_refused(tiny):
+    ckpt = tiny / "ckpt"
+    train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "first", _cfg(epochs=1), checkpoint_dir=ckpt)
+    before = (ckpt / CHECKPOINT).read_bytes()
+    for n, (cfg, message) in enumerate([
+            (_cfg(epochs=1, learning_rate=0.02), r"made with learning_rate 0\.01, not 0\.02"),
+            (_cfg(epochs=1, random_seed=2), r"made with random_seed 1, not 2"),
+            (_cfg(epochs=1, patience=4), r"made with patience 3, not 4"),
+            (_cfg(epochs=1, warmup_step_number=3), r"made with warmup_step_number 0, not 3")]):
+        with pytest.raises(UserError, match=rf"^checkpoint_path: the checkpoint in .*ckpt was {message}; "
+                                            "give an empty checkpoint folder to start over$"):
+            train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / f"o{n}", cfg, checkpoint_dir=ckpt)
+    # Other data: a relabelled image, or one file replaced.
+    _write_set(tiny / "raw_valid2", 3, seed=2)
+    convert_to_image_directory(tiny / "raw_valid2", tiny / "valid2")
+    with pytest.raises(UserError, match=r"^checkpoint_path: the checkpoint in .* was made with other validation_data "
+                                        r"\(images, labels or files differ\); give an empty checkpoint folder"):
+        train(tiny / "untrained", tiny / "train", tiny / "valid2", tiny / "o5", _cfg(epochs=1), checkpoint_dir=ckpt)
+    # Another untrained model (same name, other init params).
+    create_untrained_model(tiny / "untrained2", {"model_name": "resnet18", "pretrained": False,
+                                                 "zero_init_residual": True})
+    with pytest.raises(UserError, match=r"^checkpoint_path: the checkpoint in .* was made with another untrained_model"):
+        train(tiny / "untrained2", tiny / "train", tiny / "valid", tiny / "o6", _cfg(epochs=1), checkpoint_dir=ckpt)
+    assert (ckpt / CHECKPOINT).read_bytes() == before
+    # What does not change the result may change: the run resumes (here: nothing left to train).
+    again = train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "o7", _cfg(epochs=1, print_frequency=1),
+                  checkpoint_dir=ckpt)
+    assert [h.epoch for h in again.history] == [1]
+
+
+def test_checkpoint_with_other_training_files_or_world_size_is_refused(tiny, monkeypatch):
+    from designer_resnet.training import train as train_module
+    from designer_resnet.training.distributed import DistInfo
+
+    ckpt = tiny / "ckpt"
+    train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "first", _cfg(epochs=1), checkpoint_dir=ckpt)
+    image = sorted((tiny / "train" / "image").rglob("*.png"))[0] if (tiny / "train" / "image").exists() else \
+        sorted(p for p in (tiny / "train").rglob("*.png"))[0]
+    original = image.read_bytes()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(image)
+    with pytest.raises(UserError, match=r"made with other training_data"):
+        train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "o1", _cfg(epochs=1), checkpoint_dir=ckpt)
+    image.write_bytes(original)
+    checked = train_module._run_identity  # the world size is part of the run
+    monkeypatch.setattr(train_module, "_run_identity",
+                        lambda *a, **k: {**checked(*a, **k), "world_size": 2})
+    with pytest.raises(UserError, match=r"made with world_size 1, not 2"):
+        train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "o2", _cfg(epochs=1), checkpoint_dir=ckpt)
+
+
+# --- a last batch of one image ------------------------------------------------------------------------------------
+
+
+def test_last_batch_of_one_small_image_does_not_break_batchnorm(tmp_path):
+    _write_set(tmp_path / "raw_train", 3, seed=0)  # 9 images, batch 8: the last batch holds one 32x32 image
+    _write_set(tmp_path / "raw_valid", 1, seed=1)
+    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
+    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    result = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "out",
+                   _cfg(epochs=1, batch_size=8))
+    assert len(result.history) == 1
+
+
+# --- DDP: fewer validation images than processes; collision-free seeds --------------------------------------------
+
+
+def test_per_epoch_seeds_do_not_collide():
+    from designer_resnet.training.train import epoch_seed
+
+    seeds = {epoch_seed(seed, epoch, rank) for seed in (0, 1, 2) for epoch in range(1, 60) for rank in range(64)}
+    assert len(seeds) == 3 * 59 * 64
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_two_processes_with_one_validation_image_do_not_hang(tmp_path):
+    import os
+
+    _write_set(tmp_path / "raw_train", 4, seed=0)
+    _write_set(tmp_path / "raw_valid", 1, seed=1)
+    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
+    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    listing = tmp_path / "valid" / "images.lst"
+    listing.write_text(listing.read_text().splitlines()[0] + "\n")  # one validation image, two processes
+    assert len(ImageDirectory.load(tmp_path / "valid")) == 1
+    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *_train_cli(tmp_path, tmp_path / "ddp", "--epochs", "1", "--batch_size", "4")[1:]]
+    # Output to files, not pipes: a hung worker (torchrun starts each in its own session) must not block the test.
+    with open(tmp_path / "stdout", "w") as out_f, open(tmp_path / "stderr", "w") as err_f:
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=REPO, start_new_session=True)
+        try:
+            proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)  # torchrun stops its workers (SIGTERM, then SIGKILL after its grace period)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            pytest.fail("2 processes with 1 validation image hung")
+    out, err = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert out.count("trained 1 epoch(s)") == 1
+
+
+# --- loader workers: a resumed run draws the same augmentations ----------------------------------------------------
+
+
+def _flip_data(tmp_path):
+    from designer_resnet.directories.transformation_directory import write_transformation_directory
+    from designer_resnet.transforms.apply import apply_image_transformation
+
+    _write_set(tmp_path / "raw_train", 8, seed=0)
+    _write_set(tmp_path / "raw_valid", 3, seed=1)
+    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train_raw")
+    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    write_transformation_directory(tmp_path / "tf", [["RandomHorizontalFlip", {}]])
+    apply_image_transformation(tmp_path / "tf", tmp_path / "train_raw", tmp_path / "train", mode="For training")
+    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+
+
+class _StopAfterFirstCheckpoint(Exception):
+    pass
+
+
+def test_resume_with_loader_workers_draws_the_same_augmentations(tmp_path, monkeypatch):
+    from designer_resnet.training import train as train_module
+
+    _flip_data(tmp_path)
+    cfg = _cfg(epochs=3, workers=2, patience=10)
+    whole = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "whole", cfg)
+
+    save = train_module._save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["epoch"] == 1:
+            raise _StopAfterFirstCheckpoint
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(_StopAfterFirstCheckpoint):
+        train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "cut", cfg,
+              checkpoint_dir=tmp_path / "ckpt")
+    monkeypatch.setattr(train_module, "_save_checkpoint", save)
+    resumed = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "resumed", cfg,
+                    checkpoint_dir=tmp_path / "ckpt")
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    final = torch.load(tmp_path / "ckpt" / CHECKPOINT, weights_only=True)["model"]
+    a = torch.load(tmp_path / "whole" / "model", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert whole.best_epoch == resumed.best_epoch
+    assert final  # the last epoch's weights were checkpointed
+
+
+# --- best epoch, early stopping, learning-rate shape ---------------------------------------------------------------
+
+
+def _scripted_evaluate(monkeypatch, scores):
+    """evaluate returns the scripted (valid_loss, top1) of each epoch and records the weights it scored."""
+    from designer_resnet.training import train as train_module
+
+    seen = []
+
+    def scripted(model, loader, device, info):
+        seen.append({k: v.detach().clone() for k, v in train_module._unwrap(model).state_dict().items()})
+        loss, top1 = scores[len(seen) - 1]
+        return loss, top1, top1
+
+    monkeypatch.setattr(train_module, "evaluate", scripted)
+    return seen
+
+
+def test_written_model_is_the_best_epochs_not_the_last(tiny, monkeypatch):
+    seen = _scripted_evaluate(monkeypatch, [(1.0, 0.3), (0.9, 0.8), (0.8, 0.5)])
+    result = train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "out", _cfg(epochs=3, patience=5))
+    assert result.best_epoch == 2 and len(seen) == 3
+    written = read_trained(tiny / "out").model.state_dict()
+    returned = result.model.state_dict()
+    for key, value in seen[1].items():
+        assert torch.equal(written[key], value) and torch.equal(returned[key], value), key
+    assert not all(torch.equal(written[k], seen[2][k]) for k in seen[2])  # the last epoch's weights differ
+    spec = yaml.safe_load((tiny / "out" / "model_spec.yaml").read_text())
+    assert spec["designer_resnet"]["training"]["best_epoch"] == 2
+
+
+def test_early_stopping_after_patience_epochs_without_lower_validation_loss(tiny, monkeypatch):
+    # Losses: 1.0, 1.1 (1 stale), 0.9 (reset), 1.0 (1), 1.2 (2 = patience): stop after epoch 5 of 7.
+    _scripted_evaluate(monkeypatch, [(1.0, 0.5), (1.1, 0.5), (0.9, 0.6), (1.0, 0.6), (1.2, 0.6), (0.1, 0.9), (0.1, 0.9)])
+    ckpt = tiny / "ckpt"
+    result = train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "out", _cfg(epochs=7, patience=2),
+                   checkpoint_dir=ckpt)
+    assert [h.epoch for h in result.history] == [1, 2, 3, 4, 5] and result.best_epoch == 3
+    assert torch.load(ckpt / CHECKPOINT, weights_only=True)["stopped"] is True
+    # A rerun on the stopped run's checkpoint has nothing left to train.
+    again = train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "again", _cfg(epochs=7, patience=2),
+                  checkpoint_dir=ckpt)
+    assert [h.epoch for h in again.history] == [1, 2, 3, 4, 5]
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero_at_the_last_step(tiny):
+    import csv
+
+    from designer_resnet.training.train import lr_lambda
+
+    f = lr_lambda(4, 9)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert [f(s) for s in range(4, 10)] == pytest.approx([(1 - k / 5) ** 0.9 for k in range(6)])
+    assert f(9) == 0.0 and lr_lambda(0, 9)(0) == 1.0
+    # 24 images, batch 8: 3 steps an epoch, 9 in all; each epoch's row has the rate at its first step.
+    train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "out",
+          _cfg(epochs=3, patience=5, warmup_step_number=4, learning_rate=0.01))
+    with open(tiny / "out" / "training_metrics.csv", newline="") as fh:
+        rates = [float(r["learning_rate"]) for r in csv.DictReader(fh)]
+    assert rates == pytest.approx([0.01 * f(0), 0.01 * f(3), 0.01 * f(6)])
+
+
+def test_listed_images_missing_or_unreadable_are_one_line(tiny):
+    """A listed file that is gone is caught before training; one that cannot be decoded, when it is read."""
+    files = sorted((tiny / "train" / "image").iterdir())
+    files[1].write_bytes(b"not an image")
+    result = subprocess.run(_train_cli(tiny, tiny / "out", "--epochs", "1"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: training_data: image/{files[1].name} (row id {files[1].stem.split('_')[1]}) cannot be read "
+        "(UnidentifiedImageError); remove it, or rebuild the set with Convert to Image Directory, which skips "
+        "unreadable files"]
+    files[0].unlink()
+    result = subprocess.run(_train_cli(tiny, tiny / "out", "--epochs", "1"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: training_data: 1 listed image file(s) are missing, the first "
+                                            f"image/{files[0].name}")
+    assert not (tiny / "out").exists()

@@ -65,6 +65,9 @@ def write_subset(source: ImageDirectory, indices: list[int], out: Path) -> int:
         for i in indices:
             row = source.rows[i]
             src = source.image_path(row)
+            if not src.is_file():
+                raise UserError(f"input_path: {src.relative_to(source.root)} (row id {row.get('id')}) is listed but "
+                                f"missing from {source.root}; recreate the ImageDirectory with Convert to Image Directory")
             link_or_copy(src, out / src.relative_to(source.root))
             writer.add_row(row)
     return writer.count

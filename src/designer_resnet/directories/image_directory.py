@@ -386,7 +386,10 @@ class ImageDirectoryWriter:
         """Append a row as given (extra keys kept); its image must already be in place."""
         self._list.write(json.dumps(row) + "\n")
         if len(self._samples) < _SAMPLE_ROWS:
-            self._samples.append(_sample(self.root / row[self.image_ref]["file_name"], row, self.image_ref))
+            try:
+                self._samples.append(_sample(self.root / row[self.image_ref]["file_name"], row, self.image_ref))
+            except (OSError, SyntaxError, ValueError):
+                pass  # the preview shows the next readable image; whether this one is usable is its reader's call
         self.count += 1
 
     def close(self) -> None:

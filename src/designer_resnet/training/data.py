@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 
+import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -32,17 +35,46 @@ class ImageDataset(Dataset):
         self.transform = tensor_pipeline(ops)
         self.targets = [class_index[directory.label(r)] for r in self.rows]
         self._cache: dict[int, object] | None = None
+        self.random = any(op[0] in RANDOM_OPS for op in ops)
+        # The epoch's augmentation seed, in shared memory so persistent loader workers see each new value.
+        self._epoch_seed = torch.full((1,), -1, dtype=torch.int64).share_memory_()
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """Random ops draw from (seed, index) from now on: the same images whatever the workers or the resume point."""
+        self._epoch_seed[0] = int(seed) % 2**63
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _open(self, i: int):
+        """The i-th image; an unreadable file is one line naming its row (Convert skips such files)."""
+        row = self.rows[i]
+        try:
+            return self.directory.open_image(row)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UserError(f"{self.directory.input_name}: {self.directory.relative_path(row)} (row id {row.get('id')}) cannot "
+                            f"be read ({exc.__class__.__name__}); remove it, or rebuild the set with Convert to Image "
+                            "Directory, which skips unreadable files") from None
 
     def __getitem__(self, i: int):
         if self._cache is not None:
             tensor = self._cache.get(i)
             if tensor is None:
-                tensor = self._cache[i] = self.transform(self.directory.open_image(self.rows[i]))
+                tensor = self._cache[i] = self.transform(self._open(i))
             return tensor, self.targets[i]
-        return self.transform(self.directory.open_image(self.rows[i])), self.targets[i]
+        image = self._open(i)
+        seed = int(self._epoch_seed[0]) if self.random else -1
+        if seed < 0:
+            return self.transform(image), self.targets[i]
+        item_seed = np.random.SeedSequence([seed, i]).generate_state(2, np.uint32)
+        torch_state, py_state = torch.get_rng_state(), random.getstate()
+        try:
+            torch.manual_seed((int(item_seed[0]) << 32) | int(item_seed[1]))
+            random.seed(int(item_seed[0]))
+            return self.transform(image), self.targets[i]
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(py_state)
 
     def enable_cache(self, budget: int = CACHE_BUDGET) -> bool:
         """Keep decoded tensors after first use, when that is safe and fits.
@@ -53,7 +85,7 @@ class ImageDataset(Dataset):
         """
         if any(op[0] in RANDOM_OPS for op in self.ops) or not self.rows:
             return False
-        first = self.transform(self.directory.open_image(self.rows[0]))
+        first = self.transform(self._open(0))
         if first.numel() * first.element_size() * len(self.rows) > budget:
             return False
         self._cache = {0: first}
@@ -94,6 +126,12 @@ def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int
         if not d.labelled:
             raise UserError(f"{name}: the images have no labels; use a folder with one sub-folder per class "
                             "and convert it with Convert to Image Directory")
+        # One stat per file now, rather than a failure in the middle of an epoch.
+        missing = [r for r in d.rows if not d.image_path(r).is_file()]
+        if missing:
+            raise UserError(f"{name}: {len(missing)} listed image file(s) are missing, the first "
+                            f"{d.relative_path(missing[0])} (row id {missing[0].get('id')}); rebuild the set with "
+                            "Convert to Image Directory")
     valid_labels = {valid.label(r) for r in valid.rows}
     unknown = sorted(valid_labels - set(train.categories))
     if unknown:

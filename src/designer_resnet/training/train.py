@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +39,11 @@ from .report import METRICS_FILE, epoch_metrics, plot_curves
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+# TrainConfig fields that do not change the trained weights: a checkpoint made with other values may continue.
+# `epochs` may grow, to train a finished run further (the learning-rate decay is then stretched to the new end).
+NOT_IDENTITY = ("epochs", "print_frequency", "workers")
+# Per-epoch seed streams (epoch_seed's `stream`).
+STREAM_PROCESS, STREAM_SHUFFLE, STREAM_AUGMENT = 0, 1, 2
 
 
 @dataclass
@@ -81,6 +90,39 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
+    """A 63-bit seed for (seed, epoch, rank, stream), distinct for any number of processes and epochs."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(rank), int(stream)]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class TerminationRequested(UserError):
+    """SIGTERM arrived (Azure ML pre-empting a low-priority node): stopped after keeping the last checkpoint."""
+
+
+class _SigtermWatch:
+    """Turns SIGTERM into a flag that the training loop checks, so a checkpoint is never cut short."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if not self.requested:
+            log.warning("SIGTERM received: stopping at the next step")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -106,13 +148,18 @@ def make_loaders(train_set, valid_set, cfg: TrainConfig, info: DistInfo, device:
             if dataset.enable_cache():
                 log.debug("caching decoded %s images in memory", name)
     common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+    # Like the designer, a last partial batch is dropped (the shuffle changes which images each epoch):
+    # a batch of one small image would fail in BatchNorm ("Expected more than 1 value per channel").
+    per_process = math.ceil(len(train_set) / info.world_size)
+    drop_last = per_process >= cfg.batch_size
     if info.enabled:
         train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.random_seed)
-        train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=False, **common)
+        train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=drop_last, **common)
     else:
         train_sampler = None
         generator = torch.Generator()
-        train_loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=generator, **common)
+        train_loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last,
+                                  **common)
     valid_loader = DataLoader(valid_set, cfg.batch_size, sampler=ShardSampler(len(valid_set), info), **common)
     return train_loader, train_sampler, valid_loader
 
@@ -132,13 +179,36 @@ def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device)
     return images, targets.to(device, non_blocking=True)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfig, epoch: int, info: DistInfo):
+def _stop_requested(sigterm: _SigtermWatch | None, device, info: DistInfo) -> bool:
+    """SIGTERM on any process stops all of them at the same point (a collective, once an epoch under DDP)."""
+    if sigterm is None:
+        return False
+    if not info.enabled:
+        return sigterm.requested
+    return _all_sum([float(sigterm.requested)], device, info)[0] > 0
+
+
+def _terminated(epoch: int, checkpoint_dir: Path | None, *, during: bool):
+    where = f"during epoch {epoch}" if during else f"after epoch {epoch}"
+    if checkpoint_dir is None:
+        raise TerminationRequested(f"training stopped by SIGTERM {where}; nothing was kept: give checkpoint_path "
+                                   "to be able to resume a stopped run")
+    kept = epoch - 1 if during else epoch
+    what = f"the checkpoint of epoch {kept}" if kept else "no checkpoint yet"
+    raise TerminationRequested(f"training stopped by SIGTERM {where}; checkpoint_path {checkpoint_dir} keeps {what}: "
+                               "rerun with the same checkpoint_path to resume")
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfig, epoch: int, info: DistInfo,
+                    sigterm: _SigtermWatch | None = None):
     model.train()
     criterion = nn.CrossEntropyLoss()
     amp = device.type == "cuda"
     total_loss = total_wrong = seen = 0.0
     start = time.perf_counter()
     for step, (images, targets) in enumerate(loader, 1):
+        if sigterm is not None and sigterm.requested and not info.enabled:
+            break  # single process: stop now (the caller raises); under DDP all ranks stop at the epoch's end
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images)
@@ -156,11 +226,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfi
                      optimizer.param_groups[0]["lr"])
     elapsed = time.perf_counter() - start
     loss_sum, wrong, count = _all_sum([total_loss, total_wrong, seen], device, info)
-    return loss_sum / count, wrong / count, count / elapsed
+    return loss_sum / max(count, 1), wrong / max(count, 1), count / elapsed
 
 
 @torch.no_grad()
 def evaluate(model, loader, device, info: DistInfo):
+    """Each rank scores its own shard with the plain module, on rank 0's BatchNorm statistics.
+
+    Not through DDP's forward: that broadcasts buffers, a collective, and a rank whose shard
+    is empty (fewer validation images than processes) would never join it.
+    """
+    model = _unwrap(model)
+    if info.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     amp = device.type == "cuda"
@@ -190,19 +269,62 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # a kill mid-write never leaves a broken checkpoint
 
 
-def _load_checkpoint(folder: Path | None, cfg: TrainConfig, model_name: str, categories: list[str]) -> dict | None:
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _data_fingerprint(directory: ImageDirectory) -> str:
+    """Rows (ids, labels, file names), classes, pending ops, and each file's size: cheap, no image is read."""
+    sizes = []
+    for row in directory.rows:
+        try:
+            sizes.append(directory.image_path(row).stat().st_size)
+        except (OSError, UserError):
+            sizes.append(None)  # the loader reports a missing file itself
+    return _digest([directory.rows, directory.categories, directory.label_column, directory.image_ref,
+                    directory.extension, sizes])
+
+
+def _run_identity(cfg: TrainConfig, info: DistInfo, untrained, train_dir: ImageDirectory,
+                  valid_dir: ImageDirectory) -> dict:
+    """Everything that decides the trained weights; a checkpoint continues only a run with the same identity."""
+    weights = untrained.weights_path
+    return {**{k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY},
+            "world_size": info.world_size,
+            "untrained_model": _digest([untrained.family, untrained.init_params,
+                                        weights.stat().st_size if weights is not None else None]),
+            "training_data": _data_fingerprint(train_dir),
+            "validation_data": _data_fingerprint(valid_dir)}
+
+
+def _difference(made: dict, now: dict) -> str | None:
+    for key, value in now.items():
+        if made.get(key) == value:
+            continue
+        if key == "untrained_model":
+            return "another untrained_model (other model_name or parameters)"
+        if key in ("training_data", "validation_data"):
+            return f"other {key} (images, labels or files differ)"
+        return f"{key} {made.get(key)}, not {value}" if key in made else f"no {key}"
+    return None
+
+
+def _load_checkpoint(folder: Path | None, identity: dict) -> dict | None:
     if folder is None or not (folder / CHECKPOINT).is_file():
         return None
     try:
         ckpt = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"checkpoint_path: {CHECKPOINT} cannot be read ({exc.__class__.__name__}); "
-                        "empty the folder to start over") from None
-    same = (ckpt.get("model_name") == model_name and ckpt.get("categories") == categories
-            and ckpt.get("config", {}).get("batch_size") == cfg.batch_size)
-    if not same:
-        raise UserError("checkpoint_path: the checkpoint is of another model, class list or batch size; "
-                        "point to an empty folder to start over")
+        raise UserError(f"checkpoint_path: {CHECKPOINT} in {folder} cannot be read ({exc.__class__.__name__}); "
+                        "give an empty checkpoint folder to start over") from None
+    made = ckpt.get("identity") if isinstance(ckpt, dict) else None
+    if not isinstance(made, dict):
+        raise UserError(f"checkpoint_path: the checkpoint in {folder} was made by an older version that did not "
+                        "record its run; give an empty checkpoint folder to start over")
+    differs = _difference(made, identity)
+    if differs:
+        raise UserError(f"checkpoint_path: the checkpoint in {folder} was made with {differs}; "
+                        "give an empty checkpoint folder to start over")
     return ckpt
 
 
@@ -211,15 +333,17 @@ def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, 
     info = init_distributed()
     try:
         with contextlib.ExitStack() as stack:
+            sigterm = stack.enter_context(_SigtermWatch())  # first in, last out: covers the clean-up too
             # Rank 0 claims the output first: a non-empty folder fails before any training.
             stage = stack.enter_context(StagedOutput(output_dir, output_name="trained_model")) if info.is_main else None
-            return _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info, stage, stack)
+            return _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info, stage, stack,
+                          sigterm)
     finally:
         shutdown(info)
 
 
 def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info: DistInfo,
-           stage: StagedOutput | None, stack: contextlib.ExitStack):
+           stage: StagedOutput | None, stack: contextlib.ExitStack, sigterm: _SigtermWatch):
     untrained = read_untrained(untrained_dir, input_name="untrained_model")
     train_dir_ = ImageDirectory.load(train_dir, input_name="training_data")
     valid_dir_ = ImageDirectory.load(valid_dir, input_name="validation_data")
@@ -252,7 +376,8 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     best_top1, best_state, best_epoch = -1.0, None, 0
     best_loss, stale = math.inf, 0
     start_epoch = 1
-    ckpt = _load_checkpoint(checkpoint_dir, cfg, untrained.model_name, categories)
+    identity = _run_identity(cfg, info, untrained, train_dir_, valid_dir_)
+    ckpt = _load_checkpoint(checkpoint_dir, identity)
     if ckpt is not None:
         _unwrap(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -278,13 +403,19 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     last_epoch = start_epoch - 1 if ckpt and ckpt.get("stopped") else cfg.epochs
     for epoch in range(start_epoch, last_epoch + 1):
         # Per-epoch seeds make shuffling and augmentation independent of history, so a resumed run matches.
-        torch.manual_seed(cfg.random_seed * 1000 + epoch * 10 + info.rank)
+        # Random ops draw from a seed per (epoch, image), which loader workers read from shared memory:
+        # the same augmentations with any number of workers, persistent or not, resumed or not.
+        torch.manual_seed(epoch_seed(cfg.random_seed, epoch, info.rank, STREAM_PROCESS))
+        train_set.set_epoch_seed(epoch_seed(cfg.random_seed, epoch, 0, STREAM_AUGMENT))
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
         else:
-            train_loader.generator.manual_seed(cfg.random_seed * 1000 + epoch)
+            train_loader.generator.manual_seed(epoch_seed(cfg.random_seed, epoch, 0, STREAM_SHUFFLE))
         epoch_lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_error, speed = train_one_epoch(model, train_loader, optimizer, scheduler, device, cfg, epoch, info)
+        train_loss, train_error, speed = train_one_epoch(model, train_loader, optimizer, scheduler, device, cfg, epoch,
+                                                         info, sigterm)
+        if _stop_requested(sigterm, device, info):
+            _terminated(epoch, checkpoint_dir, during=True)
         valid_loss, top1, top5 = evaluate(model, valid_loader, device, info)
         result = EpochResult(epoch, epoch_lr, train_loss, train_error, speed, valid_loss, top1, top5)
         history.append(result)
@@ -310,7 +441,9 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
                     "model_name": untrained.model_name, "categories": categories,
                     "history": [asdict(h) for h in history], "best_top1": best_top1, "best_epoch": best_epoch,
                     "best_loss": best_loss, "stale": stale, "best_model": best_state,
-                    "rng_cpu": torch.get_rng_state(), "stopped": stop})
+                    "rng_cpu": torch.get_rng_state(), "stopped": stop, "identity": identity})
+        if _stop_requested(sigterm, device, info):
+            _terminated(epoch, checkpoint_dir, during=False)
         if stop:
             if info.is_main:
                 log.info("early stop: validation loss has not decreased for %d epoch(s)", cfg.patience)
