@@ -529,3 +529,23 @@ def test_listed_images_missing_or_unreadable_are_one_line(tiny):
     assert result.stderr.strip().startswith("error: training_data: 1 listed image file(s) are missing, the first "
                                             f"image/{files[0].name}")
     assert not (tiny / "out").exists()
+
+
+def test_rows_whose_sizes_lie_do_not_hide_mixed_sizes(tmp_path):
+    """images.lst says 32x32 for every row, but some files are not: training sees the real sizes and resizes."""
+    import json
+
+    _write_set(tmp_path / "raw_train", 4, seed=0)
+    _write_set(tmp_path / "raw_valid", 2, seed=1)
+    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
+    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    rows = [json.loads(line) for line in (tmp_path / "train" / "images.lst").read_text().splitlines()]
+    for row in rows[:2]:  # the files change size; the rows keep saying 32x32
+        path = tmp_path / "train" / row["image_info"]["file_name"]
+        Image.open(path).resize((48, 40)).save(path)
+    assert all(r["image_info"]["width"] == 32 for r in rows)
+    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    result = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "out",
+                   _cfg(epochs=1, batch_size=4))
+    assert len(result.history) == 1
+    assert read_trained(tmp_path / "out").preprocess["transforms"][:1] == [["Resize", [[224, 224]]]]

@@ -52,9 +52,7 @@ class ImageDataset(Dataset):
         try:
             return self.directory.open_image(row)
         except (OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"{self.directory.input_name}: {self.directory.relative_path(row)} (row id {row.get('id')}) cannot "
-                            f"be read ({exc.__class__.__name__}); remove it, or rebuild the set with Convert to Image "
-                            "Directory, which skips unreadable files") from None
+            raise unreadable(self.directory, row, exc) from None
 
     def __getitem__(self, i: int):
         if self._cache is not None:
@@ -92,17 +90,43 @@ class ImageDataset(Dataset):
         return True
 
 
+# How many file headers are read to check the sizes the rows claim (header reads only, no decode).
+SIZE_SAMPLE = 64
+
+
+def unreadable(directory: ImageDirectory, row: dict, exc: Exception) -> UserError:
+    """The one-line error for a listed image that cannot be read (Convert skips such files)."""
+    return UserError(f"{directory.input_name}: {directory.relative_path(row)} (row id {row.get('id')}) cannot be read "
+                     f"({exc.__class__.__name__}); remove it, or rebuild the set with Convert to Image Directory, "
+                     "which skips unreadable files")
+
+
+def _file_size(directory: ImageDirectory, row: dict) -> tuple[int, int]:
+    try:
+        with Image.open(directory.image_path(row)) as img:  # header only, no decode
+            return img.size
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise unreadable(directory, row, exc) from None
+
+
 def image_sizes(directory: ImageDirectory) -> set[tuple[int, int]]:
-    """Distinct (width, height) of the files, from the rows or the image headers."""
-    sizes = set()
-    for row in directory.rows:
+    """Distinct (width, height) of the files.
+
+    The rows' width/height are used when every row has them and the headers of
+    an evenly spread sample of files agree; otherwise every file's header is read.
+    """
+    rows = directory.rows
+    listed = []
+    for row in rows:
         info = row.get(directory.image_ref) or {}
-        if "width" in info and "height" in info:
-            sizes.add((int(info["width"]), int(info["height"])))
-        else:
-            with Image.open(directory.image_path(row)) as img:  # header only, no decode
-                sizes.add(img.size)
-    return sizes
+        listed.append((info["width"], info["height"]) if "width" in info and "height" in info else None)
+    if rows and all(size is not None for size in listed):
+        step = max(1, len(rows) // SIZE_SAMPLE)
+        if all(_file_size(directory, rows[i]) == listed[i] for i in range(0, len(rows), step)):
+            return set(listed)
+        log.warning("%s: the rows' width/height do not match the image files; reading every file's size",
+                    directory.input_name)
+    return {_file_size(directory, row) for row in rows}
 
 
 def size_ops(train: ImageDirectory, valid: ImageDirectory) -> list:
