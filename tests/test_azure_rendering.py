@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from designer_resnet.directories.dataframe_directory import read_dataframe_direc
 from designer_resnet.specs import render
 from designer_resnet.training.distributed import processes_per_node
 
-from conftest import REPO, write_labelled_set
+from conftest import REPO, free_port, write_labelled_set
 
 CODE = REPO / "src"  # the specs' code snapshot: Azure runs each command from it
 
@@ -81,12 +80,6 @@ def test_v2_chain_runs_from_the_specs_own_commands(tmp_path):
     assert overall["Overall Accuracy"] == pytest.approx(agreed)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_train_runs_under_azure_pytorch_distribution_variables(tmp_path):
     """Two processes started directly, as Azure ML's PyTorch distribution starts them: no launcher,
     MASTER_ADDR/MASTER_PORT/WORLD_SIZE/NODE_RANK per node, RANK/LOCAL_RANK per process, no LOCAL_WORLD_SIZE."""
@@ -102,7 +95,7 @@ def test_train_runs_under_azure_pytorch_distribution_variables(tmp_path):
         {"trained_model": tmp_path / "model", "checkpoint_path": tmp_path / "checkpoint"})
     launcher_vars = ("LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_RANK")
     base = {k: v for k, v in os.environ.items() if k not in launcher_vars}
-    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2", NODE_RANK="0")
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2", NODE_RANK="0")
     procs = [subprocess.Popen(argv, cwd=CODE, env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     try:

@@ -131,3 +131,15 @@ def test_untrained_model_is_not_a_trained_one(tmp_path):
     run_module("densenet", "--model_name", "densenet121", "--pretrained", "false", "--output_path", tmp_path / "m")
     with pytest.raises(UserError, match="untrained model; train it with Train PyTorch Model first"):
         read_trained(tmp_path / "m")
+
+
+def test_model_file_linking_outside_the_folder_is_refused(tmp_path):
+    run_module("resnet", "--model_name", "resnet18", "--pretrained", "false", "--output_path", tmp_path / "m")
+    spec_path = tmp_path / "m" / MODEL_SPEC
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["designer_resnet"]["init_params"]["pretrained"] = True
+    spec_path.write_text(yaml.safe_dump(spec))
+    (tmp_path / "m" / "model").rename(tmp_path / "elsewhere")
+    (tmp_path / "m" / "model").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="untrained_model: model links outside"):
+        read_untrained(tmp_path / "m", input_name="untrained_model")

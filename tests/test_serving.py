@@ -21,7 +21,7 @@ from designer_resnet.directories.dataframe_directory import read_dataframe_direc
 from designer_resnet.directories.image_directory import ImageDirectory
 from designer_resnet.scoring.score import score_image_model
 
-from conftest import free_port
+from conftest import free_port, user_environment
 
 CLASSES = ["a", "b", "c"]
 SERVER_START_S = 180
@@ -44,8 +44,8 @@ def expected(transformed_model, tmp_path_factory):
 
 def _isolated_env(tmp_path: Path) -> dict:
     """No MLflow tracking or telemetry, and a HOME of its own: the server writes nothing of ours elsewhere."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(HOME=str(tmp_path / "home"), MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
+    env = user_environment(tmp_path / "home")
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
                # `mlflow models serve` starts `uvicorn` by name: the environment's own bin comes first.
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
     (tmp_path / "home").mkdir(exist_ok=True)

@@ -24,7 +24,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..directories.meta import EXTENSION_KEY, read_meta, write_meta
+from ..directories.meta import EXTENSION_KEY, inside_path, meta_file, read_meta, write_meta
 from ..errors import UserError
 from ..transforms.ops import validate_ops
 from .registry import StackedHead, build_backbone, build_model, family_of, load_weights
@@ -178,7 +178,7 @@ def write_trained(path: Path, model: nn.Module, untrained: UntrainedModel, categ
 
 def _read_spec(path: Path, port: str, input_name: str) -> dict:
     meta = read_meta(path, port, input_name=input_name)
-    spec_path = _inside(path, meta.get("model", MODEL_SPEC), input_name)
+    spec_path = meta_file(path, meta, "model", MODEL_SPEC, input_name=input_name)
     try:
         spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -211,9 +211,8 @@ def _identify(spec: dict, input_name: str) -> tuple[str, dict]:
 
 
 def _inside(path: Path, name, input_name: str) -> Path:
-    from ..directories.image_directory import safe_relative_path
-
-    return path / safe_relative_path(str(name), what=input_name)
+    """A file the model spec names: inside the folder, links included (directories.meta.inside_path)."""
+    return inside_path(path, str(name), what=input_name)
 
 
 def read_untrained(path: str | Path, *, input_name: str = "untrained_model") -> UntrainedModel:
