@@ -549,3 +549,49 @@ def test_rows_whose_sizes_lie_do_not_hide_mixed_sizes(tmp_path):
                    _cfg(epochs=1, batch_size=4))
     assert len(result.history) == 1
     assert read_trained(tmp_path / "out").preprocess["transforms"][:1] == [["Resize", [[224, 224]]]]
+
+
+def test_a_lying_row_the_size_sample_missed_is_named_not_a_stacking_error(tiny, monkeypatch):
+    """Only rows outside the header sample lie: the image is named when read, whatever the loader workers."""
+    from designer_resnet.training import data as data_module
+
+    monkeypatch.setattr(data_module, "SIZE_SAMPLE", 2)  # 24 rows: rows 0 and 12 are checked, row 5 is not
+    train_dir = ImageDirectory.load(tiny / "train")
+    liar = train_dir.rows[5]
+    path = train_dir.image_path(liar)
+    Image.open(path).resize((48, 40)).save(path)
+    for workers in (0, 2):
+        with pytest.raises(UserError) as caught:
+            train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / f"out{workers}",
+                  _cfg(epochs=1, workers=workers))
+        message = str(caught.value)
+        assert "\n" not in message
+        assert message.startswith(f"training_data: {train_dir.relative_path(liar)} (row id {liar['id']}) is 48x40, "
+                                  "but the rows say 32x32"), message
+        assert not (tiny / f"out{workers}").exists()
+
+
+def test_unreadable_image_met_by_a_loader_worker_is_one_line(tiny):
+    """Loader workers re-raise a worker's error as a traceback; the user still gets one line."""
+    files = sorted((tiny / "train" / "image").iterdir())
+    data = files[3].read_bytes()
+    files[3].write_bytes(data[: len(data) // 2])  # a readable header (the size check passes), truncated pixels
+    cmd = _train_cli(tiny, tiny / "out", "--epochs", "1")
+    cmd[cmd.index("--workers") + 1] = "2"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: training_data: image/{files[3].name} (row id "), lines
+    assert not (tiny / "out").exists()
+
+
+def test_collate_names_sizes_that_cannot_share_a_batch():
+    from designer_resnet.training.data import LoadFailure, collate
+
+    same = collate([(torch.zeros(3, 8, 8), 0), (torch.ones(3, 8, 8), 1)])
+    assert same[0].shape == (2, 3, 8, 8) and same[1].tolist() == [0, 1]
+    mixed = collate([(torch.zeros(3, 8, 8), 0), (torch.zeros(3, 10, 12), 1)])
+    assert isinstance(mixed, LoadFailure) and mixed.message.startswith(
+        "images of different sizes (8x8 and 12x10) reached one batch")
+    failure = LoadFailure("training_data: x")
+    assert collate([(torch.zeros(3, 8, 8), 0), failure]) is failure

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
@@ -25,13 +26,54 @@ DEFAULT_INPUT_SIZE = 224
 CACHE_BUDGET = 2 * 1024**3
 
 
-class ImageDataset(Dataset):
-    """(tensor, class index) pairs, decoding one image per item."""
+class LoadFailure:
+    """A user error met while loading a batch, carried as the batch itself.
 
-    def __init__(self, directory: ImageDirectory, ops: list, class_index: dict[str, int]):
+    A DataLoader worker's exception reaches the main process as a new exception
+    holding the worker's traceback as its message; a failure passed as data
+    keeps its one line. `batches` raises it in the main process.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def collate(items: list):
+    """default_collate, passing a LoadFailure through and naming sizes that cannot be stacked."""
+    for item in items:
+        if isinstance(item, LoadFailure):
+            return item
+    shapes = sorted({tuple(tensor.shape) for tensor, _ in items})
+    if len(shapes) > 1:
+        sizes = " and ".join(f"{s[-1]}x{s[-2]}" for s in shapes[:2])
+        return LoadFailure(f"images of different sizes ({sizes}) reached one batch after their transforms; add a "
+                           "Resize or a crop with Init Image Transformation, or rebuild the sets with Convert to "
+                           "Image Directory")
+    return default_collate(items)
+
+
+def batches(loader):
+    """The loader's batches; a LoadFailure becomes the UserError it stands for."""
+    for batch in loader:
+        if isinstance(batch, LoadFailure):
+            raise UserError(batch.message)
+        yield batch
+
+
+class ImageDataset(Dataset):
+    """(tensor, class index) pairs, decoding one image per item.
+
+    `raw_size` is the (width, height) every file is expected to have, when the
+    transforms rely on it (one size and no op that fixes it): a file of another
+    size is named rather than failing the batch it lands in.
+    """
+
+    def __init__(self, directory: ImageDirectory, ops: list, class_index: dict[str, int],
+                 raw_size: tuple[int, int] | None = None):
         self.directory = directory
         self.rows = directory.rows
         self.ops = ops
+        self.raw_size = tuple(raw_size) if raw_size else None
         self.transform = tensor_pipeline(ops)
         self.targets = [class_index[directory.label(r)] for r in self.rows]
         self._cache: dict[int, object] | None = None
@@ -50,9 +92,22 @@ class ImageDataset(Dataset):
         """The i-th image; an unreadable file is one line naming its row (Convert skips such files)."""
         row = self.rows[i]
         try:
-            return self.directory.open_image(row)
+            image = self.directory.open_image(row)
         except (OSError, SyntaxError, ValueError) as exc:
             raise unreadable(self.directory, row, exc) from None
+        if self.raw_size and image.size != self.raw_size:
+            raise UserError(f"{self.directory.input_name}: {self.directory.relative_path(row)} (row id {row.get('id')}) "
+                            f"is {image.size[0]}x{image.size[1]}, but the rows say {self.raw_size[0]}x"
+                            f"{self.raw_size[1]}; rebuild the set with Convert to Image Directory, which records "
+                            "each file's size")
+        return image
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """What a DataLoader fetches: a user error becomes a LoadFailure item (see LoadFailure)."""
+        try:
+            return [self[i] for i in indices]
+        except UserError as exc:
+            return [LoadFailure(str(exc))]
 
     def __getitem__(self, i: int):
         if self._cache is not None:
@@ -129,19 +184,20 @@ def image_sizes(directory: ImageDirectory) -> set[tuple[int, int]]:
     return {_file_size(directory, row) for row in rows}
 
 
-def size_ops(train: ImageDirectory, valid: ImageDirectory) -> list:
-    """A Resize to the model's input size when image sizes differ and nothing fixes them.
+def _size_fix(train: ImageDirectory, valid: ImageDirectory, train_sizes: set) -> tuple[list, tuple | None]:
+    """(ops, raw size): a Resize to the model's input size when image sizes differ and nothing fixes them.
 
-    The designer crashes on mixed sizes; we resize with a warning instead.
+    The designer crashes on mixed sizes; we resize with a warning instead. The
+    raw size is the one size every file must then have (None when an op fixes it).
     """
     if fixes_size(pending_ops(train.extension) + pending_ops(valid.extension)):
-        return []
-    sizes = image_sizes(train) | image_sizes(valid)
+        return [], None
+    sizes = train_sizes | image_sizes(valid)
     if len(sizes) <= 1:
-        return []
+        return [], next(iter(sizes), None)
     log.warning("images have %d different sizes and no crop fixes them; resizing all to %dx%d "
                 "(use Init/Apply Image Transformation to choose)", len(sizes), DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
-    return [["Resize", [[DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE]]]]
+    return [["Resize", [[DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE]]]], None
 
 
 def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int) -> None:
@@ -169,12 +225,19 @@ def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int
                         f"use a batch size of at most {len(train)}")
 
 
-def transforms_for(train: ImageDirectory, valid: ImageDirectory, mean: list, std: list) -> tuple[list, list, dict]:
-    """Op lists for training and validation, and the model's pre-processing from a raw image (ledger.inference_chain)."""
+class Transforms(NamedTuple):
+    train_ops: list
+    valid_ops: list
+    preprocess: dict  # the model's pre-processing from a raw image (ledger.inference_chain), with mean and std
+    raw_size: tuple[int, int] | None  # the size every file must have (ImageDataset's raw_size)
+
+
+def transforms_for(train: ImageDirectory, valid: ImageDirectory, mean: list, std: list) -> Transforms:
+    """Op lists for training and validation, and what the trained model records to score a raw image."""
     normalize = [["Normalize", {"mean": mean, "std": std}]]
-    resize = size_ops(train, valid)
+    sizes = image_sizes(train)
+    resize, raw_size = _size_fix(train, valid, sizes)
     train_ops = resize + pending_ops(train.extension) + normalize
     valid_ops = resize + deterministic(pending_ops(valid.extension)) + normalize
-    sizes = image_sizes(train)
     preprocess = inference_chain(train.extension, resize, next(iter(sizes)) if len(sizes) == 1 else None)
-    return train_ops, valid_ops, {**preprocess, "mean": list(mean), "std": list(std)}
+    return Transforms(train_ops, valid_ops, {**preprocess, "mean": list(mean), "std": list(std)}, raw_size)

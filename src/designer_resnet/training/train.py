@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..models.model_directory import read_untrained, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..tracking import StepLog
-from .data import ImageDataset, check_datasets, transforms_for
+from .data import ImageDataset, batches, check_datasets, collate, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
 from .report import METRICS_FILE, epoch_metrics, plot_curves
 
@@ -147,7 +147,8 @@ def make_loaders(train_set, valid_set, cfg: TrainConfig, info: DistInfo, device:
         for name, dataset in (("training", train_set), ("validation", valid_set)):
             if dataset.enable_cache():
                 log.debug("caching decoded %s images in memory", name)
-    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0,
+              "collate_fn": collate}
     # Like the designer, a last partial batch is dropped (the shuffle changes which images each epoch):
     # a batch of one small image would fail in BatchNorm ("Expected more than 1 value per channel").
     per_process = math.ceil(len(train_set) / info.world_size)
@@ -206,7 +207,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfi
     amp = device.type == "cuda"
     total_loss = total_wrong = seen = 0.0
     start = time.perf_counter()
-    for step, (images, targets) in enumerate(loader, 1):
+    for step, (images, targets) in enumerate(batches(loader), 1):
         if sigterm is not None and sigterm.requested and not info.enabled:
             break  # single process: stop now (the caller raises); under DDP all ranks stop at the epoch's end
         images, targets = to_device(images, targets, device)
@@ -244,7 +245,7 @@ def evaluate(model, loader, device, info: DistInfo):
     criterion = nn.CrossEntropyLoss(reduction="sum")
     amp = device.type == "cuda"
     loss_sum = top1 = top5 = seen = 0.0
-    for images, targets in loader:
+    for images, targets in batches(loader):
         images, targets = to_device(images, targets, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(images)
@@ -350,7 +351,7 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     check_datasets(train_dir_, valid_dir_, cfg.batch_size)
     categories = train_dir_.categories
     class_index = {c: i for i, c in enumerate(categories)}
-    train_ops, valid_ops, preprocess = transforms_for(train_dir_, valid_dir_, IMAGENET_MEAN, IMAGENET_STD)
+    ops = transforms_for(train_dir_, valid_dir_, IMAGENET_MEAN, IMAGENET_STD)
 
     device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":
@@ -362,8 +363,8 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     if info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
 
-    train_set = ImageDataset(train_dir_, train_ops, class_index)
-    valid_set = ImageDataset(valid_dir_, valid_ops, class_index)
+    train_set = ImageDataset(train_dir_, ops.train_ops, class_index, ops.raw_size)
+    valid_set = ImageDataset(valid_dir_, ops.valid_ops, class_index, ops.raw_size)
     train_loader, train_sampler, valid_loader = make_loaders(train_set, valid_set, cfg, info, device)
     # The designer scales the learning rate with the number of processes.
     lr = cfg.learning_rate * info.world_size
@@ -453,7 +454,7 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     if stage is not None:
         final = copy.deepcopy(_unwrap(model)).to("cpu")
         final.load_state_dict(best_state)
-        write_trained(stage.path, final, untrained, categories, preprocess,
+        write_trained(stage.path, final, untrained, categories, ops.preprocess,
                       extra={"best_epoch": best_epoch, "best_top1": best_top1, "epochs_run": len(history),
                              "world_size": info.world_size, "config": asdict(cfg)})
         from ..serving.pyfunc import save_mlflow_model  # mlflow is imported only by the writing process
