@@ -85,6 +85,7 @@ EXPECTED = {
         "random_seed": ("Integer", 1, {}),
         "patience": ("Integer", 3, {"min": 1}),
         "print_frequency": ("Integer", 10, {"min": 1}),
+        "sync_batch_norm": ("Boolean", False, {}),
     }, {"trained_model": "ModelDirectory", "checkpoint_path": "AnyDirectory"}),
     "score_image_model": (False, {
         "trained_model": ("ModelDirectory", None, {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import subprocess
@@ -338,8 +339,8 @@ def test_checkpoint_with_other_training_files_or_world_size_is_refused(tiny, mon
     with pytest.raises(UserError, match=r"made with other training_data"):
         train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "o1", _cfg(epochs=1), checkpoint_dir=ckpt)
     image.write_bytes(original)
-    checked = train_module._run_identity  # the world size is part of the run
-    monkeypatch.setattr(train_module, "_run_identity",
+    checked = train_module.run_identity  # the world size is part of the run
+    monkeypatch.setattr(train_module, "run_identity",
                         lambda *a, **k: {**checked(*a, **k), "world_size": 2})
     with pytest.raises(UserError, match=r"made with world_size 1, not 2"):
         train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "o2", _cfg(epochs=1), checkpoint_dir=ckpt)
@@ -404,12 +405,12 @@ def test_two_processes_with_one_validation_image_do_not_hang(tmp_path):
 # --- loader workers: a resumed run draws the same augmentations ----------------------------------------------------
 
 
-def _flip_data(tmp_path):
+def _flip_data(tmp_path, size=(32, 32)):
     from designer_resnet.directories.transformation_directory import write_transformation_directory
     from designer_resnet.transforms.apply import apply_image_transformation
 
-    _write_set(tmp_path / "raw_train", 8, seed=0)
-    _write_set(tmp_path / "raw_valid", 3, seed=1)
+    _write_set(tmp_path / "raw_train", 8, size=size, seed=0)
+    _write_set(tmp_path / "raw_valid", 3, size=size, seed=1)
     convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train_raw")
     convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
     write_transformation_directory(tmp_path / "tf", [["RandomHorizontalFlip", {}]])
@@ -428,18 +429,18 @@ def test_resume_with_loader_workers_draws_the_same_augmentations(tmp_path, monke
     cfg = _cfg(epochs=3, workers=2, patience=10)
     whole = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "whole", cfg)
 
-    save = train_module._save_checkpoint
+    save = train_module.save_checkpoint
 
     def save_then_die(path, state):
         save(path, state)
         if state["epoch"] == 1:
             raise _StopAfterFirstCheckpoint
 
-    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
     with pytest.raises(_StopAfterFirstCheckpoint):
         train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "cut", cfg,
               checkpoint_dir=tmp_path / "ckpt")
-    monkeypatch.setattr(train_module, "_save_checkpoint", save)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
     resumed = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "resumed", cfg,
                     checkpoint_dir=tmp_path / "ckpt")
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
@@ -595,3 +596,125 @@ def test_collate_names_sizes_that_cannot_share_a_batch():
         "images of different sizes (8x8 and 12x10) reached one batch")
     failure = LoadFailure("training_data: x")
     assert collate([(torch.zeros(3, 8, 8), 0), failure]) is failure
+
+
+# --- N processes train like one process with an N times larger batch ----------------------------------------------
+
+
+def _torchrun(tmp_path, out, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *_train_cli(tmp_path, out, *extra)[1:]]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _weights(path):
+    return {k: v.double() for k, v in torch.load(path, weights_only=True)["model"].items()
+            if v.is_floating_point() and "running_" not in k}
+
+
+def _distance(a, b):
+    return sum(float((a[k] - b[k]).square().sum()) for k in a) ** 0.5
+
+
+def _digit_data(tmp_path):
+    """36 training and 12 validation digits (64×64, 10 classes), a random flip on the training set."""
+    from designer_resnet.directories.transformation_directory import write_transformation_directory
+    from designer_resnet.transforms.apply import apply_image_transformation
+
+    write_digits(tmp_path / "raw_train", size=64, limit=48, test_folder=tmp_path / "raw_valid", test_every=4)
+    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train_raw")
+    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    write_transformation_directory(tmp_path / "tf", [["RandomHorizontalFlip", {}]])
+    apply_image_transformation(tmp_path / "tf", tmp_path / "train_raw", tmp_path / "train", mode="For training")
+    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+
+
+def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_path):
+    """2 processes × batch 4 at learning rate 1e-5 (scaled by 2) against 1 process × batch 8 at 2e-5.
+
+    Same permutation, same augmentations (a random flip), the same mean gradient, and with
+    sync_batch_norm the same BatchNorm statistics: after 2 epochs (8 steps) the weights agree to
+    float rounding. Without it each process normalises over its 4 images, and the weights move
+    elsewhere. The learning rate is small because a freshly initialised ResNet in training-mode
+    BatchNorm amplifies float rounding within a few steps at usual rates (any two float32 runs that
+    sum in another order part ways); at this rate the steps stay close to linear, so what is
+    compared is the distributed arithmetic, not that amplification.
+    """
+    from designer_resnet.models.model_directory import read_untrained
+    from designer_resnet.training.train import seed_everything
+
+    _digit_data(tmp_path)  # 36 training images: 4 steps an epoch either way
+    one = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "one",
+                _cfg(epochs=2, batch_size=8, learning_rate=2e-5, patience=10, sync_batch_norm=True),
+                checkpoint_dir=tmp_path / "ck1")
+    assert len(one.history) == 2
+    common = ("--epochs", "2", "--batch_size", "4", "--learning_rate", "1e-5", "--patience", "10")
+    _torchrun(tmp_path, tmp_path / "two", *common, "--sync_batch_norm", "True", "--checkpoint_path", str(tmp_path / "ck2"))
+    _torchrun(tmp_path, tmp_path / "own", *common, "--checkpoint_path", str(tmp_path / "ck3"))
+
+    seed_everything(1)  # the initial weights, as training builds them
+    start = {k: v.double() for k, v in read_untrained(tmp_path / "untrained").build(10).state_dict().items()
+             if v.is_floating_point() and "running_" not in k}
+    single, synced, own = (_weights(tmp_path / ck / CHECKPOINT) for ck in ("ck1", "ck2", "ck3"))
+    moved = _distance(single, start)
+    assert moved > 1e-3  # the runs really trained (measured: 0.0097)
+    assert _distance(synced, single) < 1e-2 * moved, (_distance(synced, single), moved)  # measured: 1.3e-3 × moved
+    assert _distance(own, single) > 0.3 * moved, (_distance(own, single), moved)  # measured: 1.1 × moved
+    assert torch.load(tmp_path / "ck2" / CHECKPOINT, weights_only=True)["identity"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("n", [36, 37, 39, 3, 1])
+def test_epoch_shuffle_gives_every_world_size_the_same_global_batches(n):
+    """The k-th batches of W ranks together are the k-th batch of one process with a W times larger batch."""
+    from designer_resnet.training.distributed import DistInfo
+    from designer_resnet.training.loaders import EpochShuffle
+
+    def batches(world, rank, batch):
+        sampler = EpochShuffle(n, seed=5, info=DistInfo(rank, world))
+        sampler.set_epoch(3)
+        order = list(sampler)
+        assert len(order) == len(sampler) == max(1, n // world)
+        return [order[i:i + batch] for i in range(0, len(order) - batch + 1, batch)]
+
+    for world in (2, 3, 4):
+        single = batches(1, 0, 2 * world)
+        ranks = [batches(world, r, 2) for r in range(world)]
+        assert all(len(r) == len(ranks[0]) for r in ranks)  # every rank runs the same number of steps
+        if n >= 2 * world:
+            assert len(ranks[0]) == len(single) == n // (2 * world)
+            for k, step in enumerate(zip(*ranks)):
+                assert sorted(i for b in step for i in b) == sorted(single[k])
+        assert set(i for r in range(world) for i in EpochShuffle(n, 5, DistInfo(r, world))) <= set(range(n))
+    other = EpochShuffle(n, seed=5, info=DistInfo())
+    other.set_epoch(4)
+    if n > 3:
+        first = EpochShuffle(n, seed=5, info=DistInfo())
+        first.set_epoch(3)
+        assert list(other) != list(first)  # a new order each epoch
+
+
+def test_global_batch_norm_on_one_process_matches_batch_norm():
+    """Outside DDP GlobalBatchNorm computes what BatchNorm does: outputs, gradients and running statistics."""
+    from designer_resnet.training.batch_norm import GlobalBatchNorm, synchronise_batch_norm
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 2), torch.nn.BatchNorm1d(2, momentum=None))
+    converted = synchronise_batch_norm(copy.deepcopy(plain), torch.device("cpu"))
+    assert [type(m) for m in converted if "Norm" in type(m).__name__] == [GlobalBatchNorm, GlobalBatchNorm]
+    x = torch.randn(5, 3, 8, 8) * 3 + 2
+    for step in range(3):
+        outs = []
+        for model in (plain, converted):
+            model.train()
+            model.zero_grad()
+            out = model(x + step)
+            out.square().sum().backward()
+            outs.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+        assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(outs[0][1], outs[1][1]))
+    for a, b in zip(plain.state_dict().values(), converted.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-6)
+    plain.eval(), converted.eval()
+    assert torch.allclose(plain(x), converted(x), atol=1e-5)

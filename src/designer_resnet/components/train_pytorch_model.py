@@ -6,7 +6,7 @@ import sys
 
 from ..errors import run_entry
 from ..training.train import TrainConfig, train
-from ._args import ComponentArgumentParser, float_in, int_in
+from ._args import ComponentArgumentParser, boolean, float_in, int_in
 
 
 def build_parser() -> ComponentArgumentParser:
@@ -23,6 +23,8 @@ def build_parser() -> ComponentArgumentParser:
     p.add_argument("--patience", type=int_in(1, 10000), default=3,
                    help="stop after this many epochs without a lower validation loss (default 3)")
     p.add_argument("--print_frequency", type=int_in(1, 10**6), default=10, help="log every N steps (default 10)")
+    p.add_argument("--sync_batch_norm", type=boolean, default=False, metavar="BOOL",
+                   help="batch-norm statistics over all processes' images under DDP (default False)")
     p.add_argument("--workers", type=int_in(0, 64), default=None, help="data loader processes (default: sized to the CPUs)")
     p.add_argument("--checkpoint_path", default=None,
                    help="optional folder for a checkpoint every epoch; a rerun pointed at it resumes")

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
 import logging
 import math
-import os
 import random
 import signal
 import threading
@@ -24,26 +21,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from ..data.parallel import loader_workers
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from ..models.model_directory import read_untrained, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..tracking import StepLog
-from .data import ImageDataset, batches, check_datasets, collate, transforms_for
+from .batch_norm import synchronise_batch_norm
+from .checkpoint import CHECKPOINT, load_checkpoint, run_identity, save_checkpoint
+from .data import ImageDataset, batches, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
+from .loaders import STREAM_AUGMENT, STREAM_PROCESS, epoch_seed, make_loaders
 from .report import METRICS_FILE, epoch_metrics, plot_curves
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
-# TrainConfig fields that do not change the trained weights: a checkpoint made with other values may continue.
-# `epochs` may grow, to train a finished run further (the learning-rate decay is then stretched to the new end).
-NOT_IDENTITY = ("epochs", "print_frequency", "workers")
-# Per-epoch seed streams (epoch_seed's `stream`).
-STREAM_PROCESS, STREAM_SHUFFLE, STREAM_AUGMENT = 0, 1, 2
 
 
 @dataclass
@@ -55,6 +47,7 @@ class TrainConfig:
     random_seed: int = 1
     patience: int = 3
     print_frequency: int = 10
+    sync_batch_norm: bool = False  # BatchNorm statistics over the global batch (training.batch_norm)
     workers: int | None = None
 
 
@@ -75,25 +68,6 @@ class TrainResult:
     history: list[EpochResult]
     model: nn.Module | None  # the best epoch's model on CPU (rank 0), as written
     best_epoch: int
-
-
-class ShardSampler(Sampler):
-    """Every rank evaluates its own slice, no padding, so metrics count each image once."""
-
-    def __init__(self, n: int, info: DistInfo):
-        self.indices = list(range(info.rank, n, info.world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
-    """A 63-bit seed for (seed, epoch, rank, stream), distinct for any number of processes and epochs."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(rank), int(stream)]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 class TerminationRequested(UserError):
@@ -139,30 +113,6 @@ def lr_lambda(warmup: int, total: int, power: float = 0.9):
         return max(0.0, 1.0 - progress) ** power
 
     return factor
-
-
-def make_loaders(train_set, valid_set, cfg: TrainConfig, info: DistInfo, device: torch.device):
-    workers = cfg.workers if cfg.workers is not None else loader_workers(device.type == "cuda", info.local_world_size)
-    if workers == 0:
-        for name, dataset in (("training", train_set), ("validation", valid_set)):
-            if dataset.enable_cache():
-                log.debug("caching decoded %s images in memory", name)
-    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0,
-              "collate_fn": collate}
-    # Like the designer, a last partial batch is dropped (the shuffle changes which images each epoch):
-    # a batch of one small image would fail in BatchNorm ("Expected more than 1 value per channel").
-    per_process = math.ceil(len(train_set) / info.world_size)
-    drop_last = per_process >= cfg.batch_size
-    if info.enabled:
-        train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True, seed=cfg.random_seed)
-        train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=drop_last, **common)
-    else:
-        train_sampler = None
-        generator = torch.Generator()
-        train_loader = DataLoader(train_set, cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last,
-                                  **common)
-    valid_loader = DataLoader(valid_set, cfg.batch_size, sampler=ShardSampler(len(valid_set), info), **common)
-    return train_loader, train_sampler, valid_loader
 
 
 def _all_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
@@ -264,71 +214,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write never leaves a broken checkpoint
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _data_fingerprint(directory: ImageDirectory) -> str:
-    """Rows (ids, labels, file names), classes, pending ops, and each file's size: cheap, no image is read."""
-    sizes = []
-    for row in directory.rows:
-        try:
-            sizes.append(directory.image_path(row).stat().st_size)
-        except (OSError, UserError):
-            sizes.append(None)  # the loader reports a missing file itself
-    return _digest([directory.rows, directory.categories, directory.label_column, directory.image_ref,
-                    directory.extension, sizes])
-
-
-def _run_identity(cfg: TrainConfig, info: DistInfo, untrained, train_dir: ImageDirectory,
-                  valid_dir: ImageDirectory) -> dict:
-    """Everything that decides the trained weights; a checkpoint continues only a run with the same identity."""
-    weights = untrained.weights_path
-    return {**{k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY},
-            "world_size": info.world_size,
-            "untrained_model": _digest([untrained.family, untrained.init_params,
-                                        weights.stat().st_size if weights is not None else None]),
-            "training_data": _data_fingerprint(train_dir),
-            "validation_data": _data_fingerprint(valid_dir)}
-
-
-def _difference(made: dict, now: dict) -> str | None:
-    for key, value in now.items():
-        if made.get(key) == value:
-            continue
-        if key == "untrained_model":
-            return "another untrained_model (other model_name or parameters)"
-        if key in ("training_data", "validation_data"):
-            return f"other {key} (images, labels or files differ)"
-        return f"{key} {made.get(key)}, not {value}" if key in made else f"no {key}"
-    return None
-
-
-def _load_checkpoint(folder: Path | None, identity: dict) -> dict | None:
-    if folder is None or not (folder / CHECKPOINT).is_file():
-        return None
-    try:
-        ckpt = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"checkpoint_path: {CHECKPOINT} in {folder} cannot be read ({exc.__class__.__name__}); "
-                        "give an empty checkpoint folder to start over") from None
-    made = ckpt.get("identity") if isinstance(ckpt, dict) else None
-    if not isinstance(made, dict):
-        raise UserError(f"checkpoint_path: the checkpoint in {folder} was made by an older version that did not "
-                        "record its run; give an empty checkpoint folder to start over")
-    differs = _difference(made, identity)
-    if differs:
-        raise UserError(f"checkpoint_path: the checkpoint in {folder} was made with {differs}; "
-                        "give an empty checkpoint folder to start over")
-    return ckpt
-
-
 def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, checkpoint_dir=None) -> TrainResult:
     """Train and write the best epoch's model to `output_dir` (rank 0)."""
     info = init_distributed()
@@ -357,7 +242,10 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.random_seed)
-    model = untrained.build(len(categories)).to(device)
+    model = untrained.build(len(categories))
+    if cfg.sync_batch_norm:
+        model = synchronise_batch_norm(model, device)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if info.enabled:
@@ -365,7 +253,9 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
 
     train_set = ImageDataset(train_dir_, ops.train_ops, class_index, ops.raw_size)
     valid_set = ImageDataset(valid_dir_, ops.valid_ops, class_index, ops.raw_size)
-    train_loader, train_sampler, valid_loader = make_loaders(train_set, valid_set, cfg, info, device)
+    train_loader, train_sampler, valid_loader = make_loaders(
+        train_set, valid_set, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.random_seed, info=info,
+        device=device)
     # The designer scales the learning rate with the number of processes.
     lr = cfg.learning_rate * info.world_size
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -377,8 +267,8 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
     best_top1, best_state, best_epoch = -1.0, None, 0
     best_loss, stale = math.inf, 0
     start_epoch = 1
-    identity = _run_identity(cfg, info, untrained, train_dir_, valid_dir_)
-    ckpt = _load_checkpoint(checkpoint_dir, identity)
+    identity = run_identity(asdict(cfg), info, untrained, train_dir_, valid_dir_)
+    ckpt = load_checkpoint(checkpoint_dir, identity)
     if ckpt is not None:
         _unwrap(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -408,10 +298,7 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
         # the same augmentations with any number of workers, persistent or not, resumed or not.
         torch.manual_seed(epoch_seed(cfg.random_seed, epoch, info.rank, STREAM_PROCESS))
         train_set.set_epoch_seed(epoch_seed(cfg.random_seed, epoch, 0, STREAM_AUGMENT))
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-        else:
-            train_loader.generator.manual_seed(epoch_seed(cfg.random_seed, epoch, 0, STREAM_SHUFFLE))
+        train_sampler.set_epoch(epoch)
         epoch_lr = optimizer.param_groups[0]["lr"]
         train_loss, train_error, speed = train_one_epoch(model, train_loader, optimizer, scheduler, device, cfg, epoch,
                                                          info, sigterm)
@@ -436,7 +323,7 @@ def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir,
                      "  (best)" if best_epoch == epoch else "")
             if checkpoint_dir is not None:
                 checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                _save_checkpoint(checkpoint_dir / CHECKPOINT, {
+                save_checkpoint(checkpoint_dir / CHECKPOINT, {
                     "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                     "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "config": asdict(cfg),
                     "model_name": untrained.model_name, "categories": categories,

@@ -1,0 +1,91 @@
+"""Per-epoch seeds, samplers and DataLoaders for training and validation.
+
+One permutation of the training set per epoch, whatever the number of
+processes: with W processes, the k-th batches of all ranks together are the
+k-th batch of one process whose batch is W times larger (EpochShuffle).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..data.parallel import loader_workers
+from .data import collate
+from .distributed import DistInfo
+
+log = logging.getLogger(__name__)
+
+# Per-epoch seed streams (epoch_seed's `stream`).
+STREAM_PROCESS, STREAM_SHUFFLE, STREAM_AUGMENT = 0, 1, 2
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:
+    """A 63-bit seed for (seed, epoch, rank, stream), distinct for any number of processes and epochs."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(rank), int(stream)]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class EpochShuffle(Sampler):
+    """This rank's share of the epoch's permutation: every world_size-th index, from its rank on.
+
+    The permutation depends on the seed and the epoch only, so any number of
+    processes (and a resumed run) sees the same one. Each rank gets n // W
+    indices, so all ranks run the same number of steps; the fewer than W left
+    over sit this epoch out (a different few each epoch). A set smaller than
+    the world is repeated so that every rank has one.
+    """
+
+    def __init__(self, n: int, seed: int, info: DistInfo):
+        self.n, self.seed, self.rank, self.world = n, seed, info.rank, info.world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return max(1, self.n // self.world)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.seed, self.epoch, 0, STREAM_SHUFFLE))
+        order = torch.randperm(self.n, generator=generator).tolist()
+        total = len(self) * self.world
+        order = (order * math.ceil(total / self.n))[:total]
+        return iter(order[self.rank::self.world])
+
+
+class ShardSampler(Sampler):
+    """Every rank evaluates its own slice, no padding, so metrics count each image once."""
+
+    def __init__(self, n: int, info: DistInfo):
+        self.indices = list(range(info.rank, n, info.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_loaders(train_set, valid_set, *, batch_size: int, workers: int | None, seed: int, info: DistInfo,
+                 device: torch.device):
+    """(training loader, its EpochShuffle, validation loader); `workers` None picks a number for the device."""
+    if workers is None:
+        workers = loader_workers(device.type == "cuda", info.local_world_size)
+    if workers == 0:
+        for name, dataset in (("training", train_set), ("validation", valid_set)):
+            if dataset.enable_cache():
+                log.debug("caching decoded %s images in memory", name)
+    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0,
+              "collate_fn": collate}
+    sampler = EpochShuffle(len(train_set), seed, info)
+    # Like the designer, a last partial batch is dropped (the shuffle changes which images each epoch):
+    # a batch of one small image would fail in BatchNorm ("Expected more than 1 value per channel").
+    train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=len(sampler) >= batch_size, **common)
+    valid_loader = DataLoader(valid_set, batch_size, sampler=ShardSampler(len(valid_set), info), **common)
+    return train_loader, sampler, valid_loader
