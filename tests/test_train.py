@@ -113,11 +113,20 @@ def _train_cli(path, out, *extra):
             "--workers", "0", "--trained_model", str(out), *extra]
 
 
-def test_two_process_torchrun_trains_with_gloo(tiny):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *_train_cli(tiny, tiny / "ddp", "--epochs", "2")[1:]]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+def _torchrun_cli(path, out, *extra):
+    """_train_cli's command under torchrun with 2 processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            *_train_cli(path, out, *extra)[1:]]
+
+
+def _torchrun(path, out, *extra):
+    result = subprocess.run(_torchrun_cli(path, out, *extra), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_two_process_torchrun_trains_with_gloo(tiny):
+    result = _torchrun(tiny, tiny / "ddp", "--epochs", "2")
     spec = yaml.safe_load((tiny / "ddp" / "model_spec.yaml").read_text())
     assert spec["designer_resnet"]["training"]["world_size"] == 2
     trained = read_trained(tiny / "ddp")
@@ -382,8 +391,7 @@ def test_two_processes_with_one_validation_image_do_not_hang(tmp_path):
     listing.write_text(listing.read_text().splitlines()[0] + "\n")  # one validation image, two processes
     assert len(ImageDirectory.load(tmp_path / "valid")) == 1
     create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *_train_cli(tmp_path, tmp_path / "ddp", "--epochs", "1", "--batch_size", "4")[1:]]
+    cmd = _torchrun_cli(tmp_path, tmp_path / "ddp", "--epochs", "1", "--batch_size", "4")
     # Output to files, not pipes: a hung worker (torchrun starts each in its own session) must not block the test.
     with open(tmp_path / "stdout", "w") as out_f, open(tmp_path / "stderr", "w") as err_f:
         proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, cwd=REPO, start_new_session=True)
@@ -405,12 +413,18 @@ def test_two_processes_with_one_validation_image_do_not_hang(tmp_path):
 # --- loader workers: a resumed run draws the same augmentations ----------------------------------------------------
 
 
-def _flip_data(tmp_path, size=(32, 32)):
+def _flip_data(tmp_path):
+    """3 classes: 8 training and 3 validation images each (32×32), a random flip on the training set."""
+    _write_set(tmp_path / "raw_train", 8, seed=0)
+    _write_set(tmp_path / "raw_valid", 3, seed=1)
+    _convert_with_flip(tmp_path)
+
+
+def _convert_with_flip(tmp_path):
+    """raw_train and raw_valid -> train (with a recorded random flip) and valid; an untrained resnet18."""
     from designer_resnet.directories.transformation_directory import write_transformation_directory
     from designer_resnet.transforms.apply import apply_image_transformation
 
-    _write_set(tmp_path / "raw_train", 8, size=size, seed=0)
-    _write_set(tmp_path / "raw_valid", 3, size=size, seed=1)
     convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train_raw")
     convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
     write_transformation_directory(tmp_path / "tf", [["RandomHorizontalFlip", {}]])
@@ -601,13 +615,6 @@ def test_collate_names_sizes_that_cannot_share_a_batch():
 # --- N processes train like one process with an N times larger batch ----------------------------------------------
 
 
-def _torchrun(tmp_path, out, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           *_train_cli(tmp_path, out, *extra)[1:]]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 def _weights(path):
     return {k: v.double() for k, v in torch.load(path, weights_only=True)["model"].items()
             if v.is_floating_point() and "running_" not in k}
@@ -619,15 +626,8 @@ def _distance(a, b):
 
 def _digit_data(tmp_path):
     """36 training and 12 validation digits (64×64, 10 classes), a random flip on the training set."""
-    from designer_resnet.directories.transformation_directory import write_transformation_directory
-    from designer_resnet.transforms.apply import apply_image_transformation
-
     write_digits(tmp_path / "raw_train", size=64, limit=48, test_folder=tmp_path / "raw_valid", test_every=4)
-    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train_raw")
-    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
-    write_transformation_directory(tmp_path / "tf", [["RandomHorizontalFlip", {}]])
-    apply_image_transformation(tmp_path / "tf", tmp_path / "train_raw", tmp_path / "train", mode="For training")
-    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    _convert_with_flip(tmp_path)
 
 
 def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_path):
