@@ -659,8 +659,12 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_pat
     single, synced, own = (_weights(tmp_path / ck / CHECKPOINT) for ck in ("ck1", "ck2", "ck3"))
     moved = _distance(single, start)
     assert moved > 1e-3  # the runs really trained (measured: 0.0097)
-    assert _distance(synced, single) < 1e-2 * moved, (_distance(synced, single), moved)  # measured: 1.3e-3 × moved
-    assert _distance(own, single) > 0.3 * moved, (_distance(own, single), moved)  # measured: 1.1 × moved
+    # How far float rounding carries the synced run depends on the CPU's vector units (measured 1.3e-3 × moved
+    # on one machine, 4.6e-2 × on another), so it is judged against what sync_batch_norm promises to remove: the
+    # same two processes without it land about as far away as the whole distance moved (measured 1.1 × moved).
+    apart_synced, apart_own = _distance(synced, single), _distance(own, single)
+    assert apart_own > 0.3 * moved, (apart_own, moved)
+    assert apart_synced < 0.2 * apart_own, (apart_synced, apart_own, moved)
     assert torch.load(tmp_path / "ck2" / CHECKPOINT, weights_only=True)["identity"]["world_size"] == 2
 
 
