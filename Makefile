@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
-# Regenerate both flavours of every component spec (and the typed pipeline) from components/source/.
+# Regenerate both flavours of every component spec (and the typed pipeline) from src/designer_resnet/components/*.yaml.
 specs: $(VENV)/.installed
 	$(BIN)/python components/generate.py
 

@@ -16,7 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+REPO = Path(__file__).resolve().parent.parent
+COMPONENTS = REPO / "components"
+# The pipeline's inputs and their defaults are defined once, in the YAML pipeline.
+PIPELINE_YAML = REPO / "pipelines" / "image_classification.yml"
+NODE_COUNT = "node_count"
 FLAVOUR_DIRS = {"v2": COMPONENTS, "typed": COMPONENTS / "typed"}
 
 
@@ -55,13 +59,13 @@ def build_pipeline(args: argparse.Namespace):
                                    input_image_path=train_dir.outputs.output_path, mode="For training")
         test_tf = apply_transform(input_transformation_path=transform.outputs.output_path,
                                   input_image_path=test_dir.outputs.output_path, mode="For inference")
-        parts = split(input_path=train_tf.outputs.output_path, fraction=args.train_fraction, random_seed=42)
+        parts = split(input_path=train_tf.outputs.output_path, fraction=args.train_fraction)
         untrained = resnet(model_name=args.model_name, pretrained=args.pretrained)
         trained = trainer(untrained_model=untrained.outputs.output_path, training_data=parts.outputs.output_path1,
                           validation_data=parts.outputs.output_path2, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.learning_rate)
         trained.compute = args.gpu_compute
-        trained.resources = {"instance_count": args.nodes}
+        trained.resources = {"instance_count": args.node_count}
         trained.distribution = {"type": "pytorch", "process_count_per_instance": args.processes_per_node}
         scored = scorer(trained_model=trained.outputs.trained_model, dataset=test_tf.outputs.output_path)
         evaluated = evaluator(scored_dataset=scored.outputs.scored_dataset)
@@ -72,10 +76,18 @@ def build_pipeline(args: argparse.Namespace):
                                 test_images=Input(type="uri_folder", path=args.test_images))
 
 
-def _bool(text: str) -> bool:
-    if text.lower() not in ("true", "false", "1", "0"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() in ("true", "1")
+def _pipeline_inputs() -> dict:
+    """The YAML pipeline's inputs: their names and values are this script's flags and defaults."""
+    import yaml
+
+    return yaml.safe_load(PIPELINE_YAML.read_text(encoding="utf-8"))["inputs"]
+
+
+def _flag_type(value):
+    """How a flag parses, from the type of the pipeline input's value."""
+    from designer_resnet.arguments import boolean
+
+    return boolean if isinstance(value, bool) else type(value)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,20 +98,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="image_classification.resolved.yml", help="where --validate writes the job YAML")
     p.add_argument("--flavour", choices=sorted(FLAVOUR_DIRS), default="v2",
                    help="v2 command components (default) or the designer-typed ones")
-    p.add_argument("--train-images", default="azureml://datastores/workspaceblobstore/paths/designer-resnet/train/")
-    p.add_argument("--test-images", default="azureml://datastores/workspaceblobstore/paths/designer-resnet/test/")
-    p.add_argument("--model-name", default="resnext101_32x8d")
-    p.add_argument("--pretrained", type=_bool, default=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--learning-rate", type=float, default=0.001)
-    p.add_argument("--train-fraction", type=float, default=0.9)
-    p.add_argument("--resize-size", type=int, default=256)
-    p.add_argument("--crop-size", type=int, default=224)
-    p.add_argument("--horizontal-flip", type=_bool, default=True)
+    for name, value in _pipeline_inputs().items():
+        flags = [f"--{name.replace('_', '-')}"] + (["--nodes"] if name == NODE_COUNT else [])
+        if isinstance(value, dict):  # a data input: its default path
+            p.add_argument(*flags, dest=name, default=value["path"], help=f"data (default {value['path']})")
+        else:
+            p.add_argument(*flags, dest=name, type=_flag_type(value), default=value, help=f"default {value}")
     p.add_argument("--cpu-compute", default="cpu-cluster")
     p.add_argument("--gpu-compute", default="gpu-cluster")
-    p.add_argument("--nodes", type=int, default=1, help="GPU nodes for training (default 1)")
     p.add_argument("--processes-per-node", type=int, default=1, help="processes (GPUs) per node (default 1)")
     p.add_argument("--experiment", default="designer-resnet")
     p.add_argument("--subscription")

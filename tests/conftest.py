@@ -34,6 +34,18 @@ def write_labelled_set(root: Path, per_class: int, size=(32, 32), seed=0, classe
             Image.fromarray(pixels).save(root / name / f"{i}.png")
 
 
+def convert_train_valid(root: Path, train: int, valid: int, **set_args) -> Path:
+    """ImageDirectories `root/train` and `root/valid`: Convert of write_labelled_set's `root/raw_train` (seed 0)
+    and `root/raw_valid` (seed 1), with `train` and `valid` images per class; returns `root`."""
+    from designer_resnet.data.convert import convert_to_image_directory
+
+    write_labelled_set(root / "raw_train", train, seed=0, **set_args)
+    write_labelled_set(root / "raw_valid", valid, seed=1, **set_args)
+    convert_to_image_directory(root / "raw_train", root / "train")
+    convert_to_image_directory(root / "raw_valid", root / "valid")
+    return root
+
+
 def make_image(path: Path, size=(20, 16), color=(128, 64, 32), fmt=None) -> Path:
     """Write a small solid-colour image with a bright corner (so flips are visible)."""
     path.parent.mkdir(parents=True, exist_ok=True)

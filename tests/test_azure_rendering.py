@@ -19,7 +19,7 @@ from azure.ai.ml import load_component
 
 from designer_resnet.directories.dataframe_directory import read_dataframe_directory
 from designer_resnet.specs import render
-from designer_resnet.training.distributed import processes_per_node
+from designer_resnet.training.distributed import local_world_size
 
 from conftest import REPO, free_port, write_labelled_set
 
@@ -121,4 +121,4 @@ def test_processes_per_node_without_local_world_size(monkeypatch, env, gpus, wor
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    assert processes_per_node(env, world) == expected
+    assert local_world_size(env, world) == expected

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from designer_resnet.components import COMPONENTS
-from designer_resnet.components._args import boolean, float_in, int_in
+from designer_resnet.arguments import boolean, float_in, int_in
 
 from conftest import run_module
 

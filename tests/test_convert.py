@@ -25,7 +25,7 @@ def test_labelled_folder_becomes_labelled_directory(labelled_folder, tmp_path):
     # Designer naming: image/<category index>_<row id><suffix>, suffix lower-cased.
     names = [d.relative_path(r) for r in d.rows]
     assert names[0] == "image/0_0.png" and names[1] == "image/0_1.jpg"
-    assert all(n.startswith(f"image/{d.label_index(r)}_{r['id']}.") for n, r in zip(names, d.rows))
+    assert all(n.startswith(f"image/{d.categories.index(d.label(r))}_{r['id']}.") for n, r in zip(names, d.rows))
     assert [d.label(r) for r in d.rows] == ["cat"] * 4 + ["dog"] * 4 + ["fish"] * 4
     assert d.rows[0]["image_info"]["width"] == 20 and d.rows[0]["image_info"]["height"] == 16
     assert d.open_image(d.rows[5]).getpixel((3, 3))[1] > 150  # a green dog

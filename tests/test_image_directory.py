@@ -47,7 +47,7 @@ def test_labelled_round_trip(tmp_path):
     back = ImageDirectory.load(tmp_path)
     assert back.labelled and back.categories == ["cat", "dog"]
     assert [(r["id"], back.label(r)) for r in back.rows] == rows
-    assert [back.label_index(r) for r in back.rows] == [1, 0, 1]
+    assert [back.categories.index(back.label(r)) for r in back.rows] == [1, 0, 1]
     assert back.open_image(back.rows[2]).getpixel((1, 1)) == (50, 0, 0)
 
 
@@ -84,7 +84,7 @@ def test_reads_builtin_layout_with_extra_keys(tmp_path):
     (tmp_path / "_schema.json").write_text(json.dumps(schema))
     d = ImageDirectory.load(tmp_path)
     assert d.image_ref == "img" and d.categories == ["a", "b"]
-    assert [d.label_index(r) for r in d.rows] == [1, 0]
+    assert [d.categories.index(d.label(r)) for r in d.rows] == [1, 0]
     assert d.rows[0]["extra"] == [1, 2]
     assert d.open_image(d.rows[1]).size == (20, 16)
     assert d.extension == {"built_in": True}
@@ -167,6 +167,20 @@ def _labelled_dir(root, n=3):
     return [json.loads(x) for x in (root / "images.lst").read_text().splitlines()]
 
 
+_DELETED = object()
+
+
+def _load_with_row_edited(root, index: int, key: str, value):
+    """Load _labelled_dir's 3 rows after setting row `index`'s `key` to `value` (_DELETED: the key removed)."""
+    rows = _labelled_dir(root)
+    if value is _DELETED:
+        del rows[index][key]
+    else:
+        rows[index][key] = value
+    _rewrite_rows(root, rows)
+    return ImageDirectory.load(root, input_name="x")
+
+
 def test_duplicate_row_ids_are_refused_naming_the_id(tmp_path):
     rows = _labelled_dir(tmp_path, 4)
     rows[3]["id"] = rows[1]["id"]
@@ -188,48 +202,30 @@ def test_convert_of_a_set_with_duplicate_ids_fails_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("bad", [None, "7", 1.5, True, [1]], ids=["missing", "string", "fraction", "bool", "list"])
+@pytest.mark.parametrize("bad", [_DELETED, "7", 1.5, True, [1]], ids=["missing", "string", "fraction", "bool", "list"])
 def test_row_without_an_integer_id_is_refused_naming_the_line(tmp_path, bad):
-    rows = _labelled_dir(tmp_path)
-    if bad is None:
-        del rows[1]["id"]
-    else:
-        rows[1]["id"] = bad
-    _rewrite_rows(tmp_path, rows)
     with pytest.raises(UserError, match=r"^x: images\.lst line 2 has no integer 'id'"):
-        ImageDirectory.load(tmp_path, input_name="x")
+        _load_with_row_edited(tmp_path, 1, "id", bad)
 
 
 def test_integral_float_id_is_read_as_an_integer(tmp_path):
-    rows = _labelled_dir(tmp_path)
-    rows[1]["id"] = 1.0
-    _rewrite_rows(tmp_path, rows)
-    d = ImageDirectory.load(tmp_path)
+    d = _load_with_row_edited(tmp_path, 1, "id", 1.0)
     assert [r["id"] for r in d.rows] == [0, 1, 2] and type(d.rows[1]["id"]) is int
 
 
-@pytest.mark.parametrize("bad", ["missing", None, ""])
+@pytest.mark.parametrize("bad", [_DELETED, None, ""], ids=["missing", "None", "empty"])
 def test_labelled_row_without_category_is_refused_naming_the_line(tmp_path, bad):
-    rows = _labelled_dir(tmp_path)
-    if bad == "missing":
-        del rows[2]["category"]
-    else:
-        rows[2]["category"] = bad
-    _rewrite_rows(tmp_path, rows)
     with pytest.raises(UserError, match=r"^x: images\.lst line 3 \(id 2\) has no 'category'"):
-        ImageDirectory.load(tmp_path, input_name="x")
+        _load_with_row_edited(tmp_path, 2, "category", bad)
 
 
 def test_row_without_image_file_name_is_refused_at_load(tmp_path):
-    rows = _labelled_dir(tmp_path)
-    rows[1]["image_info"] = "image/0_1.png"
-    _rewrite_rows(tmp_path, rows)
     with pytest.raises(UserError, match=r"^x: images\.lst line 2 \(id 1\) has no image_info\.file_name"):
-        ImageDirectory.load(tmp_path, input_name="x")
+        _load_with_row_edited(tmp_path, 1, "image_info", "image/0_1.png")
 
 
 def test_non_numeric_width_height_are_dropped_at_load(tmp_path):
-    from designer_resnet.training.data import image_sizes
+    from designer_resnet.training.dataset import image_sizes
 
     rows = _labelled_dir(tmp_path, 4)
     rows[0]["image_info"].update(width="wide", height=16)
@@ -296,14 +292,17 @@ def test_links_in_a_plain_folder_are_followed(tmp_path):
     assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
 
 
+def _update_meta(root, fields: dict) -> None:
+    meta = yaml.safe_load((root / "_meta.yaml").read_text())
+    write_meta(root, {**meta, **fields})
+
+
 @pytest.mark.parametrize("key", ["image_list", "schema"])
 @pytest.mark.parametrize("where", ["../outside.json", "/etc/passwd", "sub/../../outside.json"])
 def test_meta_naming_a_file_outside_an_image_directory_is_refused(tmp_path, key, where):
     root = tmp_path / "set"
     _labelled_dir(root)
-    meta = yaml.safe_load((root / "_meta.yaml").read_text())
-    meta[key] = where
-    write_meta(root, meta)
+    _update_meta(root, {key: where})
     with pytest.raises(UserError, match=rf"^x: _meta\.yaml {key}: path .* leaves its folder"):
         ImageDirectory.load(root, input_name="x")
 
@@ -313,9 +312,7 @@ def test_meta_naming_a_link_outside_an_image_directory_is_refused(tmp_path):
     _labelled_dir(root)
     (tmp_path / "other.lst").write_text((root / "images.lst").read_text())
     (root / "list.lst").symlink_to(tmp_path / "other.lst")
-    meta = yaml.safe_load((root / "_meta.yaml").read_text())
-    meta["image_list"] = "list.lst"
-    write_meta(root, meta)
+    _update_meta(root, {"image_list": "list.lst"})
     with pytest.raises(UserError, match=r"^x: _meta\.yaml image_list: list\.lst links outside"):
         ImageDirectory.load(root, input_name="x")
 
@@ -337,9 +334,7 @@ def test_meta_naming_a_file_outside_a_dataframe_directory_is_refused(tmp_path, k
     root = tmp_path / "table"
     write_dataframe_directory(root, pd.DataFrame({"id": [1, 2]}))
     write_dataframe_directory(tmp_path, pd.DataFrame({"id": [3]}))  # a readable table just outside
-    meta = yaml.safe_load((root / "_meta.yaml").read_text())
-    meta[key] = where
-    write_meta(root, meta)
+    _update_meta(root, {key: where})
     reader = read_dataframe_directory if key == "data" else read_dataframe_schema
     with pytest.raises(UserError, match=rf"^scored: _meta\.yaml {key}: path .* leaves its folder"):
         reader(root, input_name="scored")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import yaml
 
 from designer_resnet.data.convert import convert_to_image_directory
 from designer_resnet.data.split import split_image_directory
 from designer_resnet.directories.dataframe_directory import read_dataframe_directory
 from designer_resnet.directories.image_directory import ImageDirectory
+from designer_resnet.errors import UserError
 from designer_resnet.models.model_directory import read_trained
 from designer_resnet.scoring.score import score_image_model
-from designer_resnet.transforms.ledger import applied_ops, pending_ops
+from designer_resnet.transforms.ledger import Ledger
 
 RESIZE_CROP = [["Resize", 40], ["CenterCrop", 32]]
 
@@ -23,12 +25,12 @@ def _probs(folder):
 
 def test_data_records_what_its_files_hold_and_what_is_pending(transformed_model, tmp_path):
     root = transformed_model
-    assert applied_ops(ImageDirectory.load(root / "test").extension) == []  # Convert: raw images
+    assert Ledger(ImageDirectory.load(root / "test").extension).applied == []  # Convert: raw images
     train = ImageDirectory.load(root / "train")
-    assert applied_ops(train.extension) == RESIZE_CROP
-    assert pending_ops(train.extension) == [["RandomHorizontalFlip", {}]]  # re-drawn every epoch
+    assert Ledger(train.extension).applied == RESIZE_CROP
+    assert Ledger(train.extension).pending == [["RandomHorizontalFlip", {}]]  # re-drawn every epoch
     test_tf = ImageDirectory.load(root / "test_tf")
-    assert applied_ops(test_tf.extension) == RESIZE_CROP and pending_ops(test_tf.extension) == []
+    assert Ledger(test_tf.extension).applied == RESIZE_CROP and Ledger(test_tf.extension).pending == []
     # Split and Convert keep the ledger of an ImageDirectory they are given.
     split_image_directory(root / "train", tmp_path / "part1", tmp_path / "part2", fraction=0.5, seed=1)
     convert_to_image_directory(tmp_path / "part1", tmp_path / "again")
@@ -66,3 +68,78 @@ def test_a_model_without_a_size_op_scores_photos_at_its_training_size(tmp_path):
     train(tmp_path / "untrained", tmp_path / "data", tmp_path / "data", tmp_path / "model",
           TrainConfig(epochs=1, batch_size=4, workers=0))
     assert read_trained(tmp_path / "model").preprocess["transforms"] == [["Resize", [[24, 32]]]]
+
+
+def _extension(applied=None, pending=None) -> dict:
+    ours = {}
+    if applied is not None:
+        ours["applied_transforms"] = applied
+    if pending is not None:
+        ours["pending_transforms"] = pending
+    return {"designer_resnet": ours}
+
+
+def _count_validations(monkeypatch) -> list:
+    import designer_resnet.transforms.ledger as ledger_module
+
+    calls = []
+    real = ledger_module.validate_ops
+
+    def counting(ops, *, input_name):
+        calls.append(input_name)
+        return real(ops, input_name=input_name)
+
+    monkeypatch.setattr(ledger_module, "validate_ops", counting)
+    return calls
+
+
+def test_the_ledger_validates_each_list_once_however_often_it_is_read(monkeypatch):
+    calls = _count_validations(monkeypatch)
+    normalize = ["Normalize", {"mean": [0.5] * 3, "std": [0.2] * 3}]
+    ledger = Ledger(_extension(RESIZE_CROP, [["RandomHorizontalFlip", {}], normalize]))
+    assert ledger.inference_chain([], None)["transforms"] == RESIZE_CROP + [normalize]  # the flip is not inference's
+    assert ledger.ops_to_score({"transforms": RESIZE_CROP + [["Pad", 2]]}) == [["Pad", 2]]
+    assert ledger.extension_after([["Pad", 2]], [])["designer_resnet"]["applied_transforms"] == RESIZE_CROP + [["Pad", 2]]
+    assert ledger.pending == [["RandomHorizontalFlip", {}], normalize] and ledger.applied == RESIZE_CROP
+    assert sorted(calls) == ["ImageDirectory extension (applied_transforms)",
+                             "ImageDirectory extension (pending_transforms)"]
+
+
+def test_an_invalid_ledger_is_refused_in_one_line_wherever_it_is_read():
+    bad_applied = Ledger(_extension(applied=[["Lambda", "os.system"]]))
+    bad_pending = Ledger(_extension(pending=[["Pad", 40000]]))
+    uses = [(bad_applied, lambda l: l.applied), (bad_applied, lambda l: l.inference_chain([], None)),
+            (bad_applied, lambda l: l.ops_to_score({"transforms": []})), (bad_applied, lambda l: l.extension_after([], [])),
+            (bad_pending, lambda l: l.pending), (bad_pending, lambda l: l.inference_chain([], None))]
+    for ledger, use in uses:
+        with pytest.raises(UserError) as refused:
+            use(ledger)
+        message = str(refused.value)
+        assert "\n" not in message
+        assert message.startswith(("ImageDirectory extension (applied_transforms): unknown transform 'Lambda'",
+                                   "ImageDirectory extension (pending_transforms): Pad padding [40000] is outside"))
+
+
+def test_transforms_for_reads_each_folders_ledger_once(tmp_path, monkeypatch):
+    """Training's op lists come from one Ledger per folder: each op list validated once (it was six times)."""
+    from designer_resnet.directories.transformation_directory import write_transformation_directory
+    from designer_resnet.training.dataset import transforms_for
+    from designer_resnet.transforms.apply import apply_image_transformation
+
+    from conftest import write_labelled_set
+
+    write_labelled_set(tmp_path / "raw", 2)
+    convert_to_image_directory(tmp_path / "raw", tmp_path / "data")
+    write_transformation_directory(tmp_path / "tf", [["Resize", 40], ["RandomHorizontalFlip", {}], ["CenterCrop", 32]])
+    for name in ("train", "valid"):
+        apply_image_transformation(tmp_path / "tf", tmp_path / "data", tmp_path / name, mode="For training")
+    train, valid = ImageDirectory.load(tmp_path / "train"), ImageDirectory.load(tmp_path / "valid")
+    calls = _count_validations(monkeypatch)
+    ops = transforms_for(train, valid, [0.5] * 3, [0.25] * 3)
+    normalize = ["Normalize", {"mean": [0.5] * 3, "std": [0.25] * 3}]
+    assert ops.train_ops == [["RandomHorizontalFlip", {}], ["CenterCrop", 32], normalize]
+    assert ops.valid_ops == [["CenterCrop", 32], normalize]
+    assert ops.preprocess["transforms"] == [["Resize", 40], ["CenterCrop", 32]]
+    # train's pending and applied ops, valid's pending ops; valid's applied ops are not needed.
+    assert sorted(calls) == ["ImageDirectory extension (applied_transforms)"] + [
+        "ImageDirectory extension (pending_transforms)"] * 2

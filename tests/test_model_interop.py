@@ -21,7 +21,6 @@ import torchvision.transforms as T
 import yaml
 from torch import nn
 
-from designer_resnet.data.convert import convert_to_image_directory
 from designer_resnet.directories.dataframe_directory import read_dataframe_directory
 from designer_resnet.directories.image_directory import ImageDirectory
 from designer_resnet.errors import UserError
@@ -30,7 +29,7 @@ from designer_resnet.models.model_directory import read_trained, read_untrained
 from designer_resnet.scoring.score import score_image_model
 from designer_resnet.training.train import TrainConfig, train
 
-from conftest import write_labelled_set
+from conftest import convert_train_valid
 
 PACKAGE = "azureml.designer.modules.dl.pytorch.initialize_models.vision.classification"
 NORMALIZER = "azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor"
@@ -102,12 +101,7 @@ def write_builtin_trained(folder: Path, pretrained: bool, model_name="resnet18",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("interop")
-    write_labelled_set(root / "raw_train", 6, seed=0)
-    write_labelled_set(root / "raw_valid", 3, seed=1)
-    convert_to_image_directory(root / "raw_train", root / "train")
-    convert_to_image_directory(root / "raw_valid", root / "valid")
-    return root
+    return convert_train_valid(tmp_path_factory.mktemp("interop"), 6, 3)
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -29,8 +29,7 @@ from designer_resnet.scoring.score import score_image_model
 from designer_resnet.training.train import TrainConfig, train
 from designer_resnet.transforms.ops import tensor_pipeline
 
-from conftest import run_module
-from test_train import _write_set
+from conftest import convert_train_valid, run_module, write_labelled_set
 
 PROB = "Scored Probabilities_"
 
@@ -39,10 +38,7 @@ PROB = "Scored Probabilities_"
 def trained(tmp_path_factory):
     """A resnet18 trained 2 epochs on 3 generated classes, and labelled/unlabelled sets to score."""
     root = tmp_path_factory.mktemp("scoring")
-    _write_set(root / "raw_train", 8, seed=0)
-    _write_set(root / "raw_valid", 4, seed=1)
-    convert_to_image_directory(root / "raw_train", root / "train")
-    convert_to_image_directory(root / "raw_valid", root / "valid")
+    convert_train_valid(root, 8, 4)
     convert_to_image_directory(root / "raw_valid" / "b", root / "unlabelled")
     create_untrained_model(root / "untrained", {"model_name": "resnet18", "pretrained": False})
     result = train(root / "untrained", root / "train", root / "valid", root / "model",
@@ -78,7 +74,7 @@ def test_scoring_reproduces_the_in_memory_model(trained, tmp_path):
 
 
 def test_fast_uint8_path_equals_per_image_normalisation():
-    from designer_resnet.transforms.ops import inference_pipeline
+    from designer_resnet.inference import inference_pipeline
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(3)]
@@ -345,7 +341,7 @@ def test_evaluate_writes_nothing_under_home_or_the_working_directory(tmp_path):
 def test_an_image_of_another_size_does_not_sink_its_batch(trained, tmp_path):
     """One 48x48 image among 32x32 ones: every image is scored, by the model's size fix or, without one, in its own group."""
     root, _ = trained
-    _write_set(tmp_path / "raw", 4, seed=3)
+    write_labelled_set(tmp_path / "raw", 4, seed=3)
     odd = sorted((tmp_path / "raw" / "a").iterdir())[0]
     Image.open(odd).resize((48, 48)).save(odd)
     convert_to_image_directory(tmp_path / "raw", tmp_path / "mixed")

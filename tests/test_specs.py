@@ -19,13 +19,14 @@ import pytest
 import yaml
 from azure.ai.ml import load_component, load_environment
 
+from designer_resnet.component_source import build_parser
 from designer_resnet.specs import (
     TYPED_SUFFIX, V2_PARAM_TYPE as V2_PARAM, V2_PORT_TYPE, command_template, placeholders, port_type, render)
 
 from conftest import REPO
 
 FLAG = "AZURE_ML_INTERNAL_COMPONENTS_ENABLED"
-SOURCES = sorted((REPO / "components" / "source").glob("*.yaml"))
+SOURCES = sorted((REPO / "src" / "designer_resnet" / "components").glob("*.yaml"))
 NAMES = [p.stem for p in SOURCES]
 V2_DIR, TYPED_DIR = REPO / "components", REPO / "components" / "typed"
 
@@ -239,7 +240,9 @@ def test_command_matches_ports_and_entry_module(name, flavour_dir):
     kind = "typed" if flavour_dir == TYPED_DIR else "v2"
     command = command_template(spec)
     module_name = re.search(r"-m (designer_resnet\.components\.\w+)", command).group(1)
-    parser = importlib.import_module(module_name).build_parser()
+    assert module_name == f"designer_resnet.components.{name}"  # its parser is built from this component's source
+    importlib.import_module(module_name)
+    parser = build_parser(name)
     accepted = {opt for action in parser._actions for opt in action.option_strings}
     declared = {("inputs", k) for k in spec["inputs"]} | {("outputs", k) for k in spec["outputs"]}
     assert placeholders(command, kind) == declared, "every port appears in the command and nothing else"
@@ -260,8 +263,9 @@ def _copy_for_generation(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for folder in ("components", "pipelines", "environments"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "src" / "designer_resnet").mkdir(parents=True)
-    for module in ("__init__.py", "specs.py", "errors.py"):
+    shutil.copytree(REPO / "src" / "designer_resnet" / "components", root / "src" / "designer_resnet" / "components",
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    for module in ("__init__.py", "specs.py", "errors.py", "process.py"):
         shutil.copy(REPO / "src" / "designer_resnet" / module, root / "src" / "designer_resnet" / module)
     return root
 
@@ -270,7 +274,7 @@ def test_generator_check_fails_on_a_changed_source_or_a_hand_edit(tmp_path):
     root = _copy_for_generation(tmp_path)
     generate = [sys.executable, str(root / "components" / "generate.py")]
     assert subprocess.run([*generate, "--check"], capture_output=True, timeout=120).returncode == 0
-    source = root / "components" / "source" / "resnet.yaml"
+    source = root / "src" / "designer_resnet" / "components" / "resnet.yaml"
     source.write_text(source.read_text().replace("The architecture (default", "The network (default"))
     stale = subprocess.run([*generate, "--check"], capture_output=True, text=True, timeout=120)
     assert stale.returncode == 1

@@ -39,21 +39,42 @@ def _write_port(folder: Path) -> None:
     (folder / "images.lst").write_text("{}\n")
 
 
+def _watch_moves(monkeypatch, out: Path, before_move=None) -> list[str]:
+    """The names StagedOutput moves into `out`, in order; `before_move(names so far)` runs before each move."""
+    real = os.replace
+    moves = []
+
+    def replace(src, dst, *a, **k):
+        if Path(dst).parent == out:
+            moves.append(Path(dst).name)
+            if before_move is not None:
+                before_move(moves)
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(staging.os, "replace", replace)
+    return moves
+
+
+def _refusal(out: Path, **kwargs) -> str:
+    """The message StagedOutput(out, **kwargs) is refused with, checked to be one line."""
+    with pytest.raises(UserError) as info:
+        with StagedOutput(out, **kwargs):
+            pass
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
 # 1. publishing: `_meta.yaml` last, nothing half-written on a failed or killed publish
 
 def test_publish_failure_between_moves_leaves_no_meta_and_nothing_half_written(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    real = os.replace
-    moves = []
 
-    def failing_replace(src, dst, *a, **k):
-        if Path(dst).parent == out:
-            moves.append(Path(src).name)
-            if len(moves) == 2:
-                raise OSError(28, "No space left on device")
-        return real(src, dst, *a, **k)
+    def disk_full_at_the_second(moves):
+        if len(moves) == 2:
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(staging.os, "replace", failing_replace)
+    _watch_moves(monkeypatch, out, disk_full_at_the_second)
     with pytest.raises(UserError, match=r"^output: cannot move the result into .*out.*; ") as info:
         with StagedOutput(out) as stage:
             _write_port(stage.path)
@@ -100,15 +121,7 @@ def test_publish_killed_between_moves_leaves_no_meta(tmp_path):
 
 def test_publish_moves_meta_last_and_leaves_no_lock_or_staging(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    real = os.replace
-    order = []
-
-    def recording(src, dst, *a, **k):
-        if Path(dst).parent == out:
-            order.append(Path(dst).name)
-        return real(src, dst, *a, **k)
-
-    monkeypatch.setattr(staging.os, "replace", recording)
+    order = _watch_moves(monkeypatch, out)
     with StagedOutput(out) as stage:
         _write_port(stage.path)
     assert order[-1] == "_meta.yaml" and sorted(order) == ["_meta.yaml", "_schema.json", "image", "images.lst"]
@@ -133,11 +146,7 @@ def test_second_writer_is_refused_while_the_first_runs(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         staged = [p for p in out.iterdir() if p.name.startswith(STAGING_PREFIX)]
-        with pytest.raises(UserError) as info:
-            with StagedOutput(out, output_name="output_path"):
-                pass
-        message = str(info.value)
-        assert "\n" not in message
+        message = _refusal(out, output_name="output_path")
         assert message.startswith(f"output_path: {out} is being written by another run (pid {holder.pid}); ")
         assert all(p.exists() for p in staged)  # the first run's work is untouched
     finally:
@@ -193,11 +202,7 @@ def test_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(staging.tempfile, "mkdtemp", denied)
-    with pytest.raises(UserError) as info:
-        with StagedOutput(out, output_name="output_path"):
-            pass
-    message = str(info.value)
-    assert "\n" not in message
+    message = _refusal(out, output_name="output_path")
     assert message.startswith(f"output_path: cannot write in {out} (Permission denied); ")
     assert "writable" in message
     assert out.is_dir() and not any(out.iterdir())
@@ -237,8 +242,6 @@ def test_an_unfinished_output_is_never_read_as_images(tmp_path):
     from designer_resnet.data.convert import convert_to_image_directory
     from designer_resnet.directories.image_directory import ImageDirectory
     from designer_resnet.directories.meta import META_FILE
-    from designer_resnet.directories.staging import STAGING_PREFIX
-    from designer_resnet.errors import UserError
 
     from conftest import write_labelled_set
 

@@ -22,19 +22,16 @@ from designer_resnet.directories.image_directory import ImageDirectory
 from designer_resnet.errors import UserError
 from designer_resnet.models.create import create_untrained_model
 from designer_resnet.models.model_directory import read_trained
-from designer_resnet.training.data import ImageDataset
+from designer_resnet.training.dataset import ImageDataset
 from designer_resnet.training.train import CHECKPOINT, TrainConfig, train
 from designer_resnet.transforms.ops import tensor_pipeline
 
-from conftest import REPO, write_labelled_set as _write_set
+from conftest import REPO, convert_train_valid, write_labelled_set as _write_set
 
 @pytest.fixture
 def tiny(tmp_path):
     """3 classes: 8 training and 3 validation images each (32×32), and an untrained resnet18."""
-    _write_set(tmp_path / "raw_train", 8, seed=0)
-    _write_set(tmp_path / "raw_valid", 3, seed=1)
-    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
-    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    convert_train_valid(tmp_path, 8, 3)
     create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
     return tmp_path
 
@@ -137,10 +134,7 @@ def test_two_process_torchrun_trains_with_gloo(tiny):
 
 def test_sigterm_keeps_the_checkpoint_and_the_rerun_resumes_to_the_same_weights(tmp_path):
     """What Azure ML does to a pre-empted low-priority node: SIGTERM, then a rerun on the same checkpoint folder."""
-    _write_set(tmp_path / "raw_train", 32, size=(64, 64), seed=0)
-    _write_set(tmp_path / "raw_valid", 4, size=(64, 64), seed=1)
-    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
-    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    convert_train_valid(tmp_path, 32, 4, size=(64, 64))
     create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
     epochs = ["--epochs", "5", "--patience", "10"]
 
@@ -359,10 +353,7 @@ def test_checkpoint_with_other_training_files_or_world_size_is_refused(tiny, mon
 
 
 def test_last_batch_of_one_small_image_does_not_break_batchnorm(tmp_path):
-    _write_set(tmp_path / "raw_train", 3, seed=0)  # 9 images, batch 8: the last batch holds one 32x32 image
-    _write_set(tmp_path / "raw_valid", 1, seed=1)
-    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
-    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    convert_train_valid(tmp_path, 3, 1)  # 9 images, batch 8: the last batch holds one 32x32 image
     create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
     result = train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "out",
                    _cfg(epochs=1, batch_size=8))
@@ -383,10 +374,7 @@ def test_per_epoch_seeds_do_not_collide():
 def test_two_processes_with_one_validation_image_do_not_hang(tmp_path):
     import os
 
-    _write_set(tmp_path / "raw_train", 4, seed=0)
-    _write_set(tmp_path / "raw_valid", 1, seed=1)
-    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
-    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    convert_train_valid(tmp_path, 4, 1)
     listing = tmp_path / "valid" / "images.lst"
     listing.write_text(listing.read_text().splitlines()[0] + "\n")  # one validation image, two processes
     assert len(ImageDirectory.load(tmp_path / "valid")) == 1
@@ -550,10 +538,7 @@ def test_rows_whose_sizes_lie_do_not_hide_mixed_sizes(tmp_path):
     """images.lst says 32x32 for every row, but some files are not: training sees the real sizes and resizes."""
     import json
 
-    _write_set(tmp_path / "raw_train", 4, seed=0)
-    _write_set(tmp_path / "raw_valid", 2, seed=1)
-    convert_to_image_directory(tmp_path / "raw_train", tmp_path / "train")
-    convert_to_image_directory(tmp_path / "raw_valid", tmp_path / "valid")
+    convert_train_valid(tmp_path, 4, 2)
     rows = [json.loads(line) for line in (tmp_path / "train" / "images.lst").read_text().splitlines()]
     for row in rows[:2]:  # the files change size; the rows keep saying 32x32
         path = tmp_path / "train" / row["image_info"]["file_name"]
@@ -568,7 +553,7 @@ def test_rows_whose_sizes_lie_do_not_hide_mixed_sizes(tmp_path):
 
 def test_a_lying_row_the_size_sample_missed_is_named_not_a_stacking_error(tiny, monkeypatch):
     """Only rows outside the header sample lie: the image is named when read, whatever the loader workers."""
-    from designer_resnet.training import data as data_module
+    from designer_resnet.training import dataset as data_module
 
     monkeypatch.setattr(data_module, "SIZE_SAMPLE", 2)  # 24 rows: rows 0 and 12 are checked, row 5 is not
     train_dir = ImageDirectory.load(tiny / "train")
@@ -601,7 +586,7 @@ def test_unreadable_image_met_by_a_loader_worker_is_one_line(tiny):
 
 
 def test_collate_names_sizes_that_cannot_share_a_batch():
-    from designer_resnet.training.data import LoadFailure, collate
+    from designer_resnet.training.dataset import LoadFailure, collate
 
     same = collate([(torch.zeros(3, 8, 8), 0), (torch.ones(3, 8, 8), 1)])
     assert same[0].shape == (2, 3, 8, 8) and same[1].tolist() == [0, 1]

@@ -17,9 +17,9 @@ from designer_resnet.directories.transformation_directory import (
     write_transformation_directory,
 )
 from designer_resnet.errors import UserError
-from designer_resnet.transforms.apply import apply_image_transformation
-from designer_resnet.transforms.ledger import pending_ops
-from designer_resnet.transforms.ops import designer_ops, plan, tensor_pipeline, validate_ops
+from designer_resnet.transforms.apply import apply_image_transformation, read_transformation
+from designer_resnet.transforms.ledger import Ledger
+from designer_resnet.transforms.ops import designer_ops, plan, tensor_pipeline, validate_ops, without_random
 
 from conftest import make_image, run_module
 
@@ -47,11 +47,18 @@ def test_transformation_round_trip(tmp_path):
 def test_unknown_and_malformed_ops_are_refused(tmp_path):
     write_transformation_directory(tmp_path, [["Resize", 8], ["Lambda", {}]])
     with pytest.raises(UserError, match="unknown transform 'Lambda'"):
-        read_transformation_directory(tmp_path)
+        read_transformation(tmp_path)
     with pytest.raises(UserError, match="Resize does not accept"):
         validate_ops([["Resize", {"sise": 3}]])
     with pytest.raises(UserError, match="is not an \\[op, args\\] pair"):
         validate_ops([42])
+
+
+def test_inference_keeps_every_op_but_the_random_ones():
+    """A pending Normalize (or ToTensor) belongs to inference as much as a Resize does."""
+    normalize = ["Normalize", {"mean": [0.5] * 3, "std": [0.2] * 3}]
+    ops = [["Resize", 8], ["RandomCrop", 6], ["ToTensor", {}], ["RandomErasing", {}], normalize]
+    assert without_random(ops) == [["Resize", 8], ["ToTensor", {}], normalize]
 
 
 def test_plan_defers_from_the_first_random_op():
@@ -79,7 +86,7 @@ def test_inference_mode_writes_images_of_the_implied_size(image_dir, tmp_path):
     for row in out.rows:
         assert out.open_image(row).size == (16, 16)
         assert (row["image_info"]["width"], row["image_info"]["height"]) == (16, 16)
-    assert pending_ops(out.extension) == []
+    assert Ledger(out.extension).pending == []
 
 
 def test_training_mode_records_random_ops_for_every_epoch(image_dir, tmp_path):
@@ -89,7 +96,7 @@ def test_training_mode_records_random_ops_for_every_epoch(image_dir, tmp_path):
     assert report.applied == [["Resize", [[12, 14]]]]
     out = ImageDirectory.load(tmp_path / "out")
     assert all(out.open_image(r).size == (14, 12) for r in out.rows)
-    pending = pending_ops(out.extension)
+    pending = Ledger(out.extension).pending
     assert pending == [["RandomHorizontalFlip", {"p": 1.0}], ["CenterCrop", 10]]
     tensor = tensor_pipeline(pending)(out.open_image(out.rows[0]))
     assert tensor.shape == (3, 10, 10)
@@ -102,10 +109,10 @@ def test_applying_twice_keeps_the_deferred_order(image_dir, tmp_path):
     apply_image_transformation(tmp_path / "t2", tmp_path / "o1", tmp_path / "o2", mode="For training")
     out = ImageDirectory.load(tmp_path / "o2")
     # The flip must still come before the resize, so the resize is deferred too.
-    assert pending_ops(out.extension) == [["RandomHorizontalFlip", {}], ["Resize", [[8, 8]]]]
+    assert Ledger(out.extension).pending == [["RandomHorizontalFlip", {}], ["Resize", [[8, 8]]]]
     apply_image_transformation(tmp_path / "t2", tmp_path / "o1", tmp_path / "o3", mode="For inference")
     inferred = ImageDirectory.load(tmp_path / "o3")
-    assert pending_ops(inferred.extension) == [] and inferred.open_image(inferred.rows[0]).size == (8, 8)
+    assert Ledger(inferred.extension).pending == [] and inferred.open_image(inferred.rows[0]).size == (8, 8)
 
 
 def test_tensor_pipeline_puts_to_tensor_before_tensor_ops():
@@ -126,6 +133,15 @@ def test_wrong_port_connected_to_apply(image_dir, tmp_path):
     assert "is a ModelDirectory" in result.stderr and not (tmp_path / "out").exists()
 
 
+def test_apply_refuses_an_unknown_op_in_one_line(image_dir, tmp_path):
+    """The TransformationDirectory reader only reads the file; Apply is where its ops are checked."""
+    write_transformation_directory(tmp_path / "t", [["Resize", 8], ["Lambda", "os.system"]])
+    result = run_module("apply_image_transformation", "--input_transformation_path", tmp_path / "t",
+                        "--input_image_path", image_dir, "--output_path", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "input_transformation_path: unknown transform 'Lambda'" in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_bad_mode_is_refused(image_dir, tmp_path):
     write_transformation_directory(tmp_path / "t", designer_ops())
     result = run_module("apply_image_transformation", "--input_transformation_path", tmp_path / "t",
@@ -140,7 +156,7 @@ def test_bad_mode_is_refused(image_dir, tmp_path):
 def test_crafted_transformation_directory_with_huge_sizes_is_refused(tmp_path, op):
     write_transformation_directory(tmp_path / "tf", [op])
     with pytest.raises(UserError, match=rf"{op[0]} (size|padding) .* is outside \[\d+, \d+\] pixels"):
-        read_transformation_directory(tmp_path / "tf", input_name="input_transformation_path")
+        read_transformation(tmp_path / "tf", input_name="input_transformation_path")
 
 
 def test_pending_transforms_in_meta_are_bounded_too(image_dir):
@@ -149,7 +165,7 @@ def test_pending_transforms_in_meta_are_bounded_too(image_dir):
     meta["extension"] = {"designer_resnet": {"pending_transforms": [["Pad", 40000]]}}
     meta_path.write_text(yaml.safe_dump(meta))
     with pytest.raises(UserError, match=r"pending_transforms\): Pad padding \[40000\] is outside"):
-        pending_ops(ImageDirectory.load(image_dir).extension)
+        Ledger(ImageDirectory.load(image_dir).extension).pending
 
 
 def test_a_models_recorded_preprocessing_passes_the_allowlist_and_bounds(tmp_path):

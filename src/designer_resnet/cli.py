@@ -9,7 +9,7 @@ from . import __version__
 from .components import COMPONENTS
 
 EXTRA = {
-    "run": ("designer_resnet.components.run_pipeline", "run a pipeline YAML locally (see designer-resnet run --help)"),
+    "run": ("designer_resnet.runner.command", "run a pipeline YAML locally (see designer-resnet run --help)"),
     "demo": ("designer_resnet.demo", "run the local demo on the built-in sample data"),
     "register": ("designer_resnet.register", "create or update every component in an Azure ML workspace"),
 }

@@ -8,20 +8,22 @@ reachable offline) -> Train PyTorch Model -> Score Image Model -> Evaluate Model
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
+from . import assets
 from .data.sample import write_digits
 from .directories.dataframe_directory import read_dataframe_directory
 from .runner.run import run_pipeline
 
-PIPELINE = Path(__file__).resolve().parents[2] / "pipelines" / "image_classification.yml"
+PIPELINE = f"{assets.PIPELINES}/image_classification.yml"
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="designer-resnet demo", description=__doc__.splitlines()[0])
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     p.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
-    p.add_argument("--pipeline", default=str(PIPELINE), help="pipeline YAML (default: the repository's)")
+    p.add_argument("--pipeline", default=None, help=f"pipeline YAML (default: the package's {PIPELINE})")
     args = p.parse_args(argv)
     data = Path(args.runs_dir).resolve() / "sample_digits"
     if not (data / "train").exists():
@@ -30,7 +32,11 @@ def main(argv=None) -> None:
     overrides = {"train_images": str(data / "train"), "test_images": str(data / "test"), "model_name": "resnet18",
                  "pretrained": "false", "epochs": str(args.epochs), "batch_size": "16", "learning_rate": "0.01",
                  "resize_size": "32", "crop_size": "32", "horizontal_flip": "false"}  # a mirrored digit is not a digit
-    result = run_pipeline(args.pipeline, overrides, runs_dir=args.runs_dir)
+    with tempfile.TemporaryDirectory(prefix="designer-resnet-") as scratch:
+        # The package's pipeline and specs, laid out with this package as their code (`code: ../src`),
+        # so the demo runs the same from a checkout and from an installed package.
+        pipeline = args.pipeline or assets.stage(Path(scratch)) / PIPELINE
+        result = run_pipeline(pipeline, overrides, runs_dir=args.runs_dir)
     evaluation = result.nodes["evaluate"].folder / "evaluation_results"
     table = read_dataframe_directory(evaluation)
     row = table.iloc[0]

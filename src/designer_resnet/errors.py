@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
-import os
 import sys
 from typing import Callable, Sequence
+
+from .process import run_as_process
 
 
 class UserError(Exception):
@@ -43,54 +42,16 @@ def _configure_logging(debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def _end_process(code: int) -> None:
-    """Run the other exit handlers, flush, and end the process without tearing the interpreter down.
-
-    Registered last, so it is the first exit handler to run; every other one
-    (logging, DataLoader workers, temporary folders, coverage) still runs, once,
-    here. What is skipped is the interpreter's teardown, which in a process that
-    imported torch, mlflow and matplotlib is 0.7-1.5 s of garbage-collection
-    passes over half a million objects.
-    """
-    atexit.unregister(_end_process)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)  # C-level stdio buffers of extension libraries
-    except Exception:
-        pass
-    os._exit(code)
-
-
 def run_entry(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None = None) -> int:
     """Run an entry point: UserError becomes one stderr line and exit code 1.
 
-    `--debug` anywhere in argv shows the full traceback instead.
-
-    When `main` is the process's own (a component run as `python -m`), what
-    its imports built (torch alone: 300,000 objects) lives until the exit, so
-    it is frozen out of the garbage collector's full passes, which otherwise
-    re-scan it a few times a run, and the process ends without tearing it
-    down (_end_process).
+    `--debug` anywhere in argv shows the full traceback instead. When `main` is
+    the process's own (a component run as `python -m`), the process then ends
+    without the interpreter's teardown (process.run_as_process).
     """
-    own = getattr(main, "__module__", None) == "__main__"
-    if own:
-        gc.freeze()
-    try:
-        code = _run(main, argv)
-    except BaseException:
-        if own:
-            gc.unfreeze()  # an ordinary exit after the traceback
-        raise
-    if own:
-        atexit.register(_end_process, code)
-    return code
+    if getattr(main, "__module__", None) == "__main__":
+        return run_as_process(lambda: _run(main, argv))
+    return _run(main, argv)
 
 
 def _run(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None) -> int:

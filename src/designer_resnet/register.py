@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
+from . import assets
 from .errors import UserError
 from .workspace import ml_client
-
-COMPONENTS = Path(__file__).resolve().parents[2] / "components"
-TYPED = "typed"
 
 
 def load_specs(folder: Path, *, typed: bool = False) -> list:
@@ -53,11 +52,19 @@ def main(argv=None) -> None:
     p.add_argument("--typed", action="store_true",
                    help="register the designer-typed components (components/typed/) instead of the v2 ones")
     p.add_argument("--components-dir", type=Path, default=None,
-                   help="folder of specs (default: the repository's components/, or components/typed/ with --typed)")
+                   help="folder of specs (default: the package's components/, or components/typed/ with --typed)")
     p.add_argument("--dry-run", action="store_true", help="load and validate every spec; register nothing")
     args = p.parse_args(argv)
-    folder = args.components_dir or (COMPONENTS / TYPED if args.typed else COMPONENTS)
-    components = load_specs(folder, typed=args.typed)
+    with tempfile.TemporaryDirectory(prefix="designer-resnet-") as scratch:
+        if args.components_dir:
+            folder = args.components_dir
+        else:  # the package's specs beside a clean copy of this package, their code snapshot
+            staged = assets.stage(Path(scratch))
+            folder = staged / (assets.TYPED if args.typed else assets.COMPONENTS)
+        _register(load_specs(folder, typed=args.typed), args)
+
+
+def _register(components: list, args: argparse.Namespace) -> None:
     if args.dry_run:
         for c in components:
             print(f"would register {c.name}:{c.version} ({c.type})")

@@ -5,7 +5,7 @@ The v2 flavour (`type: command`) has Azure ML's v2 port types (`uri_folder`,
 port type a folder port expects is named in its description as
 "Designer type: <type>." The typed flavour (`CommandComponent`,
 `DistributedComponent`) has the designer's port types and `{inputs.x}` /
-`[...]` syntax. Both are generated from `components/source/` by
+`[...]` syntax. Both are generated from `designer_resnet/components/*.yaml` by
 `components/generate.py`; this module is the one place that reads them.
 """
 
@@ -89,6 +89,21 @@ def placeholders(template: str, kind: str, *, outside_optional: bool = False) ->
     """(inputs|outputs, name) pairs the template refers to; with outside_optional, only outside optional blocks."""
     placeholder, optional = _SYNTAX[kind]
     return set(placeholder.findall(optional.sub("", template) if outside_optional else template))
+
+
+def flags(template: str, kind: str) -> dict[tuple[str, str], str]:
+    """The command-line flag in front of each placeholder: {(inputs|outputs, name): "--flag"}."""
+    placeholder, _ = _SYNTAX[kind]
+    found = {}
+    for match in re.finditer(r"(--[\w-]+)\s+'?(" + placeholder.pattern + ")", template):
+        found[(match.group(3), match.group(4))] = match.group(1)
+    return found
+
+
+def typed_to_v2(template: str) -> str:
+    """A command in the typed (and source) syntax, `{inputs.x}` and `[...]`, in v2's `${{inputs.x}}` and `$[[...]]`."""
+    placeholder, optional = _SYNTAX["typed"]
+    return optional.sub(r"$[[\1]]", placeholder.sub(r"${{\1.\2}}", template))
 
 
 def render(template: str, kind: str, values: dict[str, str]) -> list[str]:

@@ -33,15 +33,18 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO, Callable
 
+from ..component_source import default
 from ..directories.image_directory import is_image_name, is_junk, safe_relative_path
 from ..errors import UserError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".gz", ".bz2")
 _COPY_CHUNK = 1 << 20
 GIB = 1 << 30
-DEFAULT_MAX_EXTRACTED_GB = 50
+DEFAULT_MAX_EXTRACTED_GB = default("convert_to_image_directory", "max_extracted_gb")
 MAX_RATIO = 200
 RATIO_FREE_BYTES = 64 << 20
 MAX_IMAGE_BYTES = GIB
@@ -233,17 +236,8 @@ def _extract_zip(archive: Path, dest: Path, what: str, budget: _Budget) -> None:
         _check_zip_overlap(archive, members, what)
         for info in members:
             budget.check_member(info.filename, info.file_size)
-        budget.check_total(sum(info.file_size for info in members))
-        budget.check_disk(sum(info.file_size for info in members), dest)
-        for info, target in zip(members, targets):
-            if target is None:
-                continue
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src:
-                budget.copy(src, target, info.filename)
+        _write_members([(info.filename, info.is_dir(), info.file_size, partial(zf.open, info)) for info in members],
+                       targets, dest, budget)
 
 
 def _extract_tar(archive: Path, dest: Path, what: str, budget: _Budget) -> None:
@@ -260,19 +254,29 @@ def _extract_tar(archive: Path, dest: Path, what: str, budget: _Budget) -> None:
                                 "device files and pipes are refused")
             budget.check_member(member.name, member.size)
         targets = _plan([(m.name, m.isdir()) for m in members], dest, what)
-        budget.check_total(sum(m.size for m in members if m.isfile()))
-        budget.check_disk(sum(m.size for m in members if m.isfile()), dest)
-        for member, target in zip(members, targets):
-            if target is None:
-                continue
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            assert src is not None  # regular files always have a stream
-            with src:
-                budget.copy(src, target, member.name)
+        _write_members([(m.name, m.isdir(), m.size, partial(tf.extractfile, m)) for m in members], targets, dest,
+                       budget)
+
+
+def _write_members(members: list[tuple[str, bool, int, Callable[[], IO[bytes]]]], targets: list[Path | None],
+                   dest: Path, budget: _Budget) -> None:
+    """Check the declared sizes as a whole, then stream each (name, is_dir, size, open) member to its target.
+
+    `targets` is _plan's, in the same order; None skips the member. Every member
+    is a regular file or a folder by now, so each file opens to a stream.
+    """
+    declared = sum(size for _, is_dir, size, _ in members if not is_dir)
+    budget.check_total(declared)
+    budget.check_disk(declared, dest)
+    for (name, is_dir, _, open_member), target in zip(members, targets):
+        if target is None:
+            continue
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src:
+            budget.copy(src, target, name)
 
 
 def _extract_single(archive: Path, dest: Path, what: str, budget: _Budget) -> None:

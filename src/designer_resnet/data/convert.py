@@ -15,12 +15,10 @@ from ..directories import StagedOutput
 from ..directories.image_directory import (
     META_FILE, ImageDirectory, ImageDirectoryWriter, is_image_name, is_junk, scan_image_folder)
 from ..errors import UserError
+from ..parallel import PROGRESS_MIN, ordered_map
 from .archives import DEFAULT_MAX_EXTRACTED_GB, GIB, extract_archive, find_archive
-from .parallel import ordered_map
 
 log = logging.getLogger(__name__)
-# Show a progress bar from this many images on.
-PROGRESS_MIN = 500
 
 
 @dataclass

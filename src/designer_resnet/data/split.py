@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..component_source import default
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory, ImageDirectoryWriter
 from ..errors import UserError
+
+_SPEC = "split_image_directory"
 
 
 def split_indices(labels: list, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -95,7 +98,8 @@ def check_separate_outputs(first_dir: str | Path, second_dir: str | Path) -> Non
 
 
 def split_image_directory(input_dir: str | Path, first_dir: str | Path, second_dir: str | Path,
-                          *, fraction: float = 0.9, seed: int = 42) -> tuple[int, int]:
+                          *, fraction: float = default(_SPEC, "fraction"),
+                          seed: int = default(_SPEC, "random_seed")) -> tuple[int, int]:
     """Split an ImageDirectory into two; returns the row counts written."""
     check_separate_outputs(first_dir, second_dir)
     source = ImageDirectory.load(input_dir, input_name="input_path")

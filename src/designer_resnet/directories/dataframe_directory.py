@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from .files import read_port_file
 from .meta import meta_file, read_meta, write_meta
 
 DATA_FILE = "_data.parquet"
@@ -23,6 +24,10 @@ SCHEMA_FILE = "schema/_schema.json"
 # column to itself.
 TRUE_LABELS = "True Labels"
 ASSIGNED_LABELS = "Multi Class Assigned Labels"
+# The columns Score Image Model writes (and the built-in Score Image Model too): the predicted
+# label, and one probability column per class.
+SCORED_LABELS = "Scored Labels"
+PROBABILITY_PREFIX = "Scored Probabilities_"
 
 
 def _column_attribute(name: str, column: pd.Series, is_feature: bool) -> dict:
@@ -101,16 +106,8 @@ def read_dataframe_schema(path: str | Path, *, input_name: str = "input") -> dic
     path = Path(path)
     meta = read_meta(path, "DataFrameDirectory", input_name=input_name)
     schema_path = meta_file(path, meta, "schema", SCHEMA_FILE, input_name=input_name)
-    try:
-        with open(schema_path, encoding="utf-8") as f:
-            schema = json.load(f)
-    except FileNotFoundError:
-        schema = {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{input_name}: {schema_path} is not valid JSON ({exc.__class__.__name__}); "
-                        "rerun the module that wrote it") from None
-    if not isinstance(schema, dict):
-        raise UserError(f"{input_name}: {schema_path} is not a JSON object; rerun the module that wrote it")
+    schema = read_port_file(schema_path, "JSON", input_name=input_name, fix="rerun the module that wrote it",
+                            missing={})
     empty = {"columnAttributes": [], "featureChannels": [], "labelColumns": {}, "scoreColumns": {}}
     for key, value in empty.items():
         if not isinstance(schema.get(key), type(value)):

@@ -25,6 +25,7 @@ from typing import Iterator
 from PIL import Image
 
 from ..errors import UserError
+from .files import read_port_file, read_port_lines
 from .meta import META_FILE, is_inside, meta_file, read_meta, safe_relative_path, write_meta
 from .staging import STAGING_PREFIX
 
@@ -39,6 +40,7 @@ LABEL_COLUMN = "category"
 JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"})
 _SAMPLE_ROWS = 3
 _SAMPLE_EDGE = 128
+_REBUILD = "rebuild the folder with Convert to Image Directory"
 
 
 def is_image_name(name: str) -> bool:
@@ -87,10 +89,12 @@ class ImageDirectory:
             return cls(root, scan.rows, scan.categories, label_column=LABEL_COLUMN if scan.categories else None,
                        input_name=input_name)
         meta = read_meta(root, "ImageDirectory", input_name=input_name)
-        schema = _read_json(meta_file(root, meta, "schema", SCHEMA_FILE, input_name=input_name), input_name)
+        schema = read_port_file(meta_file(root, meta, "schema", SCHEMA_FILE, input_name=input_name), "JSON",
+                                input_name=input_name, fix=_REBUILD)
         image_ref, label_column, categories = _parse_schema(schema, input_name)
         list_path = meta_file(root, meta, "image_list", IMAGE_LIST, input_name=input_name)
-        rows = _checked_rows(_read_rows(list_path, input_name), list_path.name, image_ref, label_column, input_name)
+        rows = _checked_rows(read_port_lines(list_path, input_name=input_name, fix=_REBUILD), list_path.name,
+                             image_ref, label_column, input_name)
         if not rows:
             raise UserError(f"{input_name}: {root} lists no images; connect a non-empty ImageDirectory")
         if label_column is not None:
@@ -142,10 +146,6 @@ class ImageDirectory:
         if self.label_column is None:
             return None
         return str(row[self.label_column])
-
-    def label_index(self, row: dict) -> int:
-        assert self.categories is not None
-        return self.categories.index(self.label(row))
 
     def open_image(self, row: dict) -> Image.Image:
         """Decode one row's image as RGB."""
@@ -222,34 +222,6 @@ def _row(root: Path, file: Path, row_id: int, category: str | None) -> dict:
 
 def _suffix_list() -> str:
     return " ".join(sorted(IMAGE_SUFFIXES))
-
-
-def _read_json(path: Path, input_name: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{input_name}: {path.name} is missing from {path.parent}; rebuild the folder with Convert to Image Directory") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{input_name}: {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
-
-
-def _read_rows(path: Path, input_name: str) -> Iterator[tuple[int, dict]]:
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{input_name}: {path.name} is missing from {path.parent}; rebuild the folder with Convert to Image Directory") from None
-    with f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{input_name}: {path.name} line {number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{input_name}: {path.name} line {number} is not a JSON object")
-            yield number, row
 
 
 def _checked_rows(numbered: Iterator[tuple[int, dict]], list_name: str, image_ref: str, label_column: str | None,

@@ -8,6 +8,7 @@ from typing import Iterable
 import yaml
 
 from ..errors import UserError
+from .files import read_port_file
 
 META_FILE = "_meta.yaml"
 # Our fields in a `_meta.yaml` `extension` (and a model_spec.yaml) live under this key; the built-ins ignore it.
@@ -32,15 +33,8 @@ def read_meta(path: str | Path, expected: str | Iterable[str] | None = None, *, 
     meta_path = path / META_FILE
     if meta_path.is_symlink() and not is_inside(path, meta_path):
         raise UserError(f"{input_name}: {META_FILE} links outside {path}; copy the file into the folder instead of linking it")
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"{input_name}: {path} has no {META_FILE}; connect a designer port folder here") from None
-    except yaml.YAMLError as exc:
-        line = str(exc).splitlines()[0]
-        raise UserError(f"{input_name}: {meta_path} is not valid YAML ({line}); recreate it with the module that wrote it") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("type"), str):
+    meta = read_port_file(meta_path, "YAML", input_name=input_name, fix="connect the output of a designer module here")
+    if not isinstance(meta.get("type"), str):
         raise UserError(f"{input_name}: {meta_path} has no 'type' field; recreate it with the module that wrote it")
     if expected is not None:
         wanted = [expected] if isinstance(expected, str) else list(expected)

@@ -34,7 +34,6 @@ from .meta import META_FILE
 
 # Every folder a writer keeps inside an output folder while it works starts with this.
 STAGING_PREFIX = ".designer-resnet-"
-_PREFIX = STAGING_PREFIX  # the older private name
 _MANIFEST = STAGING_PREFIX + "publishing"  # inside a staging folder: the names being moved out
 _PID_NAME = re.compile(re.escape(STAGING_PREFIX) + r"(?:staging|scratch)-(\d+)-")
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .files import read_port_file
 from .meta import read_meta, write_meta
 
 TRANSFORMS_FILE = "_transforms.json"
@@ -20,20 +21,12 @@ def write_transformation_directory(path: str | Path, ops: list) -> None:
     write_meta(path, {"type": "TransformationDirectory", "transform_type": "Image"})
 
 
-def read_transformation_directory(path: str | Path, *, input_name: str = "input") -> list:
-    """The ops of a TransformationDirectory, validated (unknown ops refused)."""
-    from ..transforms.ops import validate_ops
-
+def read_transformation_directory(path: str | Path, *, input_name: str = "input"):
+    """The ops of a TransformationDirectory as written, not yet validated (transforms.apply.read_transformation is)."""
     path = Path(path)
     meta = read_meta(path, "TransformationDirectory", input_name=input_name)
     if str(meta.get("transform_type", "Image")) != "Image":
         raise UserError(f"{input_name}: transform_type {meta.get('transform_type')!r} is not Image; "
                         "connect the output of Init Image Transformation")
-    try:
-        with open(path / TRANSFORMS_FILE, encoding="utf-8") as f:
-            ops = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{input_name}: {TRANSFORMS_FILE} is missing from {path}; rerun Init Image Transformation") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{input_name}: {TRANSFORMS_FILE} is not valid JSON ({exc.msg})") from None
-    return validate_ops(ops, input_name=input_name)
+    return read_port_file(path / TRANSFORMS_FILE, "JSON", input_name=input_name, kind=list,
+                          fix="rerun Init Image Transformation")

@@ -16,6 +16,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from ..directories import StagedOutput
 from ..directories.dataframe_directory import (
     ASSIGNED_LABELS,
+    PROBABILITY_PREFIX,
+    SCORED_LABELS,
     TRUE_LABELS,
     read_dataframe_directory,
     read_dataframe_schema,
@@ -23,7 +25,6 @@ from ..directories.dataframe_directory import (
 )
 from ..directories.meta import EXTENSION_KEY, read_meta
 from ..errors import UserError
-from ..scoring.score import PROBABILITY_PREFIX, SCORED_LABELS
 from ..tracking import MlflowLog, on_tracking_server
 
 log = logging.getLogger(__name__)

@@ -22,25 +22,3 @@ def create_untrained_model(output_dir: str | Path, init_params: dict, *, weights
     with StagedOutput(output_dir, output_name="output_path") as stage:
         write_untrained(stage.path, init_params, weights)
     return weights
-
-
-def add_common_arguments(parser, names: tuple[str, ...], default: str) -> None:
-    """Arguments every model module has: architecture, pretrained, weights, weights file, output."""
-    from ..components._args import boolean
-    from .registry import WEIGHT_CHOICES
-
-    parser.add_argument("--model_name", choices=names, default=default, help=f"default {default}")
-    parser.add_argument("--pretrained", type=boolean, default=True, metavar="BOOL",
-                        help="start from ImageNet weights (default True)")
-    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="DEFAULT",
-                        help="DEFAULT: torchvision's best ImageNet weights; IMAGENET1K_V1: the original ones the designer used")
-    parser.add_argument("--weights_file", default=None,
-                        help="optional: a .pth file (or folder with one) of the ImageNet weights, for offline use")
-    parser.add_argument("--output_path", required=True, help="new or empty folder for the UntrainedModelDirectory")
-
-
-def create_and_report(params: dict, output_path: str, weights_file: str | None) -> None:
-    """Entry-module body shared by ResNet and DenseNet: create, then say what was written."""
-    used = create_untrained_model(output_path, params, weights_file=weights_file)
-    source = f" with ImageNet weights from {used}" if used else " (random initialisation)"
-    print(f"wrote untrained {params['model_name']}{source} to {output_path}")

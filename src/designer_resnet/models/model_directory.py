@@ -24,10 +24,11 @@ import torch
 import yaml
 from torch import nn
 
+from ..directories.files import read_port_file
 from ..directories.meta import EXTENSION_KEY, inside_path, meta_file, read_meta, write_meta
 from ..errors import UserError
 from ..transforms.ops import validate_ops
-from .registry import StackedHead, build_backbone, build_model, family_of, load_weights
+from .registry import FAMILY_PARAMS, StackedHead, build_backbone, build_model, family_of, load_weights
 
 MODEL_SPEC = "model_spec.yaml"
 MODEL_FILE = "model"
@@ -45,8 +46,6 @@ _BUILTIN_OF_FAMILY = {family: key for key, family in BUILTIN_CLASSES.items()}
 # The one pre-processor the built-in Score constructs: ToTensor, then Normalize(mean, std).
 NORMALIZER = ("azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor", "ImageNormalizer")
 BUILTIN_MEAN_STD = [0.5, 0.5, 0.5]
-# What each family's built-in class takes besides model_name and pretrained.
-_BUILTIN_PARAMS = {"ResNet": ("zero_init_residual",), "DenseNet": ("memory_efficient",)}
 
 
 @dataclass
@@ -64,10 +63,7 @@ class UntrainedModel:
         state = None
         if self.weights_path is not None:
             state = _unprefixed(load_weights(self.weights_path, what="untrained_model"), "untrained_model")
-        params = self.init_params
-        return build_model(params["model_name"], num_classes, pretrained_state=state,
-                           zero_init_residual=bool(params.get("zero_init_residual", False)),
-                           memory_efficient=bool(params.get("memory_efficient", False)))
+        return build_model(self.model_name, num_classes, self.init_params, pretrained_state=state)
 
 
 @dataclass
@@ -99,7 +95,7 @@ def _unprefixed(state: dict, input_name: str) -> dict:
 
 
 def _builtin_init_params(family: str, params: dict, **overrides) -> dict:
-    keep = ("model_name", "pretrained") + _BUILTIN_PARAMS[family]
+    keep = ("model_name", "pretrained") + FAMILY_PARAMS[family]
     return {**{k: params[k] for k in keep if k in params}, **overrides}
 
 
@@ -131,16 +127,8 @@ def write_untrained(path: Path, init_params: dict, weights_file: Path | None) ->
     the built-in loads to check the folder and our training does not use.
     """
     family = family_of(init_params["model_name"])
-    net = build_backbone(init_params["model_name"],
-                         zero_init_residual=bool(init_params.get("zero_init_residual", False)),
-                         memory_efficient=bool(init_params.get("memory_efficient", False)))
-    if weights_file is not None:
-        try:
-            net.load_state_dict(load_weights(weights_file))
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise UserError(f"weights_file: the weights do not fit {init_params['model_name']} ({first}); "
-                            f"give the ImageNet weights of {init_params['model_name']}") from None
+    state = load_weights(weights_file) if weights_file is not None else None
+    net = build_backbone(init_params["model_name"], init_params, pretrained_state=state)
     spec = _spec(family, _builtin_init_params(family, init_params), {"init_params": dict(init_params)})
     _write(path, spec, net.state_dict())
 
@@ -179,17 +167,8 @@ def write_trained(path: Path, model: nn.Module, untrained: UntrainedModel, categ
 def _read_spec(path: Path, port: str, input_name: str) -> dict:
     meta = read_meta(path, port, input_name=input_name)
     spec_path = meta_file(path, meta, "model", MODEL_SPEC, input_name=input_name)
-    try:
-        spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{input_name}: {spec_path.name} is missing from {path}; connect the output of a ResNet, "
-                        "DenseNet or Train PyTorch Model module") from None
-    except yaml.YAMLError:
-        raise UserError(f"{input_name}: {spec_path.name} is not valid YAML; connect the output of a ResNet, "
-                        "DenseNet or Train PyTorch Model module") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"{input_name}: {spec_path.name} is not a model spec")
-    return spec
+    return read_port_file(spec_path, "YAML", input_name=input_name,
+                          fix="connect the output of a ResNet, DenseNet or Train PyTorch Model module")
 
 
 def _identify(spec: dict, input_name: str) -> tuple[str, dict]:
@@ -272,13 +251,11 @@ def read_trained(path: str | Path, *, input_name: str = "trained_model") -> Trai
     categories = _read_label_map(_inside(path, spec["label_map_file"], input_name), input_name)
     state = load_weights(_inside(path, spec.get("model_file") or MODEL_FILE, input_name), what=input_name)
     ours = spec.get(EXTENSION_KEY)
-    kwargs = {"zero_init_residual": bool(params.get("zero_init_residual", False)),
-              "memory_efficient": bool(params.get("memory_efficient", False))}
     if not isinstance(ours, dict) and params.get("pretrained"):
         # The built-in Train's pre-trained model: the ImageNet network, then a 1000 -> N layer.
-        model: nn.Module = StackedHead(build_backbone(params["model_name"], **kwargs), len(categories))
+        model: nn.Module = StackedHead(build_backbone(params["model_name"], params), len(categories))
     else:
-        model = build_model(params["model_name"], len(categories), **kwargs)
+        model = build_model(params["model_name"], len(categories), params)
         state = _unprefixed(state, input_name)
     try:
         model.load_state_dict(state)

@@ -18,12 +18,14 @@ from torch import nn
 
 from ..errors import UserError
 
+# The designer's ResNet module offers these but resnext101_64x4d, which is ours on top.
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
-# The designer's ResNet module offers these; resnext101_64x4d is ours on top.
-DESIGNER_RESNETS = RESNETS[:7] + RESNETS[8:]
 DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
 FAMILIES = {"ResNet": RESNETS, "DenseNet": DENSENETS}
+# The boolean each family's constructor takes besides the name: torchvision's keyword, and the init
+# param of the designer's module (and of its built-in class) of that family, all three spelt alike.
+FAMILY_PARAMS = {"ResNet": ("zero_init_residual",), "DenseNet": ("memory_efficient",)}
 WEIGHT_CHOICES = ("DEFAULT", "IMAGENET1K_V1")
 # ImageNet normalisation every torchvision classification weight was trained with.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -100,11 +102,24 @@ def load_weights(path: Path, *, what: str = "weights_file") -> dict:
     return {_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
 
 
-def build_backbone(model_name: str, *, zero_init_residual: bool = False, memory_efficient: bool = False) -> nn.Module:
-    """The torchvision network with its ImageNet 1000-way head, no weights loaded."""
-    family = family_of(model_name)
-    kwargs = {"zero_init_residual": zero_init_residual} if family == "ResNet" else {"memory_efficient": memory_efficient}
-    return tvm.get_model(model_name, weights=None, **kwargs)
+def build_backbone(model_name: str, init_params: dict | None = None, *,
+                   pretrained_state: dict | None = None) -> nn.Module:
+    """The torchvision network with its ImageNet 1000-way head, on `pretrained_state` when given.
+
+    init_params: a model folder's init params; only the family's FAMILY_PARAMS are read from it (absent: False).
+    """
+    params = init_params or {}
+    kwargs = {key: bool(params.get(key, False)) for key in FAMILY_PARAMS[family_of(model_name)]}
+    model = tvm.get_model(model_name, weights=None, **kwargs)
+    if pretrained_state is not None:
+        try:
+            model.load_state_dict(pretrained_state)
+        except RuntimeError as exc:
+            lines = str(exc).splitlines()
+            first = lines[1].strip() if len(lines) > 1 else str(exc)  # line 0 only says loading failed
+            raise UserError(f"weights_file: the weights do not fit {model_name} ({first}); "
+                            f"give the ImageNet weights of {model_name}") from None
+    return model
 
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
@@ -118,18 +133,10 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
-def build_model(model_name: str, num_classes: int, *, pretrained_state: dict | None = None,
-                zero_init_residual: bool = False, memory_efficient: bool = False) -> nn.Module:
-    """The classifier: backbone, optional ImageNet tensors, then a `num_classes` head."""
-    model = build_backbone(model_name, zero_init_residual=zero_init_residual, memory_efficient=memory_efficient)
-    if pretrained_state is not None:
-        try:
-            model.load_state_dict(pretrained_state)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise UserError(f"weights_file: the weights do not fit {model_name} ({first}); "
-                            f"give the ImageNet weights of {model_name}") from None
-    return replace_head(model, num_classes)
+def build_model(model_name: str, num_classes: int, init_params: dict | None = None, *,
+                pretrained_state: dict | None = None) -> nn.Module:
+    """The classifier: backbone (build_backbone), optional ImageNet tensors, then a `num_classes` head."""
+    return replace_head(build_backbone(model_name, init_params, pretrained_state=pretrained_state), num_classes)
 
 
 class StackedHead(nn.Module):

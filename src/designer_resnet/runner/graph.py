@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ..directories.files import read_port_file
 from ..errors import UserError
 from ..specs import ANY_PORT, command_template, flavour, placeholders, port_type
 
@@ -54,29 +53,10 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
-def _read_yaml(path: Path, what: str):
-    """A YAML file's content; UserError (one line, starting with `what`) when it cannot be read or parsed."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"{what} {path} is a folder; give the {'pipeline' if what == 'pipeline:' else 'component'}'s "
-                        f"YAML file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} {path} is not a UTF-8 text file") from None
-    except OSError as exc:
-        raise UserError(f"{what} {path} cannot be read ({exc.strerror or exc})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-
-
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read a pipeline YAML and the component spec of every node."""
     path = Path(path)
-    doc = _read_yaml(path, "pipeline:")
+    doc = read_port_file(path, "YAML", input_name="pipeline", fix="give the pipeline's YAML file", kind=None)
     if doc is None:
         raise UserError(f"pipeline: {path} is empty")
     if not isinstance(doc, dict):
@@ -100,7 +80,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
                             f"got a {_kind(inputs)}")
         spec_path = _spec_path(path, name, str(job.get("component", "")))
         if spec_path not in specs:
-            spec = _read_yaml(spec_path, f"pipeline: job {name!r}: component spec")
+            spec = read_port_file(spec_path, "YAML", input_name=f"pipeline: job {name!r}: component spec file",
+                                  fix="give the component's YAML file", kind=None)
             try:
                 flavour(spec)
             except UserError as exc:

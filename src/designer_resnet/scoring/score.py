@@ -12,18 +12,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.parallel import loader_workers
+from ..component_source import default
 from ..directories import StagedOutput
-from ..directories.dataframe_directory import ASSIGNED_LABELS, write_dataframe_directory
+from ..directories.dataframe_directory import (
+    ASSIGNED_LABELS, PROBABILITY_PREFIX, SCORED_LABELS, write_dataframe_directory)
 from ..directories.image_directory import ImageDirectory
 from ..directories.meta import EXTENSION_KEY
+from ..inference import Predictor, same_size_groups
 from ..models.model_directory import TrainedModel, read_trained
-from ..transforms.ledger import ops_to_score
-from ..transforms.ops import inference_pipeline
+from ..parallel import loader_workers
+from ..transforms.ledger import Ledger
 
 log = logging.getLogger(__name__)
-SCORED_LABELS = "Scored Labels"
-PROBABILITY_PREFIX = "Scored Probabilities_"
+_SPEC = "score_image_model"
 
 
 @dataclass
@@ -49,58 +50,25 @@ class _ScoringSet(Dataset):
             return i, None, f"{exc.__class__.__name__}: {exc}"
 
 
-def same_size_groups(items: list[tuple[int, torch.Tensor]]) -> list[tuple[list[int], torch.Tensor]]:
-    """(indices, stacked batch) per image size, so images of another size never sink a batch."""
-    groups: dict[tuple, list] = {}
-    for i, tensor in items:
-        groups.setdefault(tuple(tensor.shape), []).append((i, tensor))
-    return [([i for i, _ in group], torch.stack([t for _, t in group])) for group in groups.values()]
-
-
 def _collate(items):
     failed = [(i, err) for i, t, err in items if t is None]
     return same_size_groups([(i, t) for i, t, _ in items if t is not None]), failed
 
 
-@torch.inference_mode()
-def class_probabilities(net: torch.nn.Module, batch: torch.Tensor, finish, device: torch.device) -> np.ndarray:
-    """Softmax of the network on one batch of pre-processed images (bf16 autocast and channels_last on CUDA)."""
-    amp = device.type == "cuda"
-    batch = finish(batch.to(device, non_blocking=True))
-    if amp:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        logits = net(batch)
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
-
-def prepare_network(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    net = net.to(device).eval()
-    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
-
-
-def scoring_ops(model: TrainedModel, directory: ImageDirectory) -> list:
-    """What the images still lack of the model's pre-processing (the ledger); normalisation follows."""
-    return ops_to_score(model.preprocess, directory.extension)
-
-
-def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int = 64, workers: int | None = None,
-            device: torch.device | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int = default(_SPEC, "batch_size"),
+            workers: int | None = None, device: torch.device | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Class probabilities (n × classes, NaN rows for unreadable images) in row order."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = prepare_network(model.model, device)
-    workers = loader_workers(device.type == "cuda") if workers is None else workers
-    per_image, finish = inference_pipeline(scoring_ops(model, directory), model.preprocess["mean"],
-                                           model.preprocess["std"])
-    loader = DataLoader(_ScoringSet(directory, per_image), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+    predictor = Predictor(model, Ledger(directory.extension), device=device)
+    workers = loader_workers(predictor.cuda) if workers is None else workers
+    loader = DataLoader(_ScoringSet(directory, predictor.per_image), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_collate, pin_memory=predictor.cuda)
     probs = np.full((len(directory), len(model.categories)), np.nan, dtype=np.float32)
     failed: list[tuple[int, str]] = []
     with tqdm(total=len(directory), unit="img", desc="scoring", disable=len(directory) < 500) as bar:
         for groups, bad in loader:
             failed += bad
             for indices, batch in groups:
-                probs[indices] = class_probabilities(net, batch, finish, device)
+                probs[indices] = predictor.probabilities(batch)
             bar.update(sum(len(indices) for indices, _ in groups) + len(bad))
     return probs, failed
 
@@ -119,7 +87,8 @@ def scored_table(directory: ImageDirectory, categories: list[str], probs: np.nda
 
 
 def score_image_model(model_dir: str | Path, image_dir: str | Path, output_dir: str | Path, *,
-                      batch_size: int = 64, workers: int | None = None) -> ScoreReport:
+                      batch_size: int = default(_SPEC, "batch_size"),
+                      workers: int | None = None) -> ScoreReport:
     """Score every image of `image_dir` with the trained model; write a DataFrameDirectory."""
     model = read_trained(model_dir, input_name="trained_model")
     directory = ImageDirectory.load(image_dir, input_name="dataset")

@@ -5,7 +5,7 @@ one column `image`, each cell an image file (any format and size Pillow reads)
 encoded in base64; each answer row holds `probs` (one per class, label-map order)
 and `labels` (the class names). The model applies its whole pre-processing chain
 from a raw image, so a photo gets the answer Score Image Model gives the same
-file. Weights are the folder's own `model` file, read by the same reader as
+file (both score with `inference.Predictor`). Weights are the folder's own `model` file, read by the same reader as
 Score Image Model's; this package travels in the folder (`code/`).
 """
 
@@ -20,7 +20,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -28,7 +27,6 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 IMAGE_COLUMN = "image"
 PROBS_COLUMN = "probs"
 LABELS_COLUMN = "labels"
-BATCH = 32
 # Packages the served model imports; pinned to the versions it was written with.
 REQUIREMENTS = ("torch", "torchvision", "pillow", "numpy", "pandas", "pyyaml", "mlflow")
 _SCRATCH = ".mlflow-export"
@@ -43,37 +41,25 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self._model = None
+        self._predictor = None
 
     def load_context(self, context) -> None:
-        import torch
-
+        from ..inference import Predictor
         from ..models.model_directory import read_trained
-        from ..scoring.score import prepare_network
-        from ..transforms.ops import inference_pipeline
 
-        self._model = read_trained(self.folder, input_name="model")
-        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self._net = prepare_network(self._model.model, self._device)
-        pre = self._model.preprocess
-        self._per_image, self._finish = inference_pipeline(pre["transforms"], pre["mean"], pre["std"])
+        # No ledger: requests are raw image files, so the whole pre-processing chain applies.
+        self._predictor = Predictor(read_trained(self.folder, input_name="model"))
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would enforce its own schema from them
-        from ..scoring.score import class_probabilities, same_size_groups
-
-        if self._model is None:
+        if self._predictor is None:
             self.load_context(context)
         if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
             raise MlflowException(f"the request needs one column {IMAGE_COLUMN!r} of base64-encoded image files",
                                   error_code=INVALID_PARAMETER_VALUE)
-        items = [(i, self._per_image(decode_image(value, i))) for i, value in enumerate(model_input[IMAGE_COLUMN])]
-        probs = np.zeros((len(items), len(self._model.categories)), dtype=np.float32)
-        for start in range(0, len(items), BATCH):
-            for indices, batch in same_size_groups(items[start:start + BATCH]):
-                probs[indices] = class_probabilities(self._net, batch, self._finish, self._device)
-        labels = list(self._model.categories)
+        probs = self._predictor.predict(decode_image(value, i) for i, value in enumerate(model_input[IMAGE_COLUMN]))
+        labels = list(self._predictor.categories)
         return pd.DataFrame({PROBS_COLUMN: [row.astype(float).tolist() for row in probs],
-                             LABELS_COLUMN: [labels for _ in range(len(items))]})
+                             LABELS_COLUMN: [labels for _ in range(len(probs))]})
 
 
 def decode_image(value, row: int):

@@ -1,9 +1,10 @@
-"""Checkpoints of a training run: written atomically, continued only by the same run.
+"""Checkpoint files of a training run: written atomically, continued only by the same run.
 
 A run's identity is everything that decides its weights: the training
 parameters (all but NOT_IDENTITY), the world size, the untrained model and a
 fingerprint of both datasets. A checkpoint made under another identity is
-refused with one line naming the first difference.
+refused with one line naming the first difference. What a checkpoint holds is
+TrainingState's to say (training/state.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from .distributed import DistInfo
+from .state import TrainingState
 
 CHECKPOINT = "checkpoint.pt"
 # Training parameters that do not change the trained weights: a checkpoint made with other values may continue.
@@ -82,8 +84,8 @@ def load_checkpoint(folder: Path | None, identity: dict) -> dict | None:
     except Exception as exc:
         raise UserError(f"checkpoint_path: {CHECKPOINT} in {folder} cannot be read ({exc.__class__.__name__}); "
                         "give an empty checkpoint folder to start over") from None
-    made = ckpt.get("identity") if isinstance(ckpt, dict) else None
-    if not isinstance(made, dict):
+    made = TrainingState.identity_in(ckpt)
+    if made is None:
         raise UserError(f"checkpoint_path: the checkpoint in {folder} was made by an older version that did not "
                         "record its run; give an empty checkpoint folder to start over")
     differs = _difference(made, identity)

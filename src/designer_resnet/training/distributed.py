@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..parallel import processes_per_node
+
 
 @dataclass
 class DistInfo:
@@ -47,12 +49,11 @@ def _from_mpi(env: dict) -> None:
     env.setdefault("MASTER_PORT", "29500")
 
 
-def processes_per_node(env, world: int) -> int:
+def local_world_size(env, world: int) -> int:
     """LOCAL_WORLD_SIZE when the launcher sets it; else one process per local GPU (Azure ML's rule), else 1."""
     if env.get("LOCAL_WORLD_SIZE"):
         return int(env["LOCAL_WORLD_SIZE"])
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return max(1, min(world, gpus)) if gpus else 1
+    return processes_per_node(world, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def init_distributed() -> DistInfo:
@@ -62,7 +63,7 @@ def init_distributed() -> DistInfo:
     if world <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
-                    processes_per_node(os.environ, world))
+                    local_world_size(os.environ, world))
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
         dist.init_process_group("nccl", device_id=torch.device("cuda", info.local_rank))

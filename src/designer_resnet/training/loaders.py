@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.parallel import loader_workers
-from .data import collate
+from ..parallel import loader_workers
+from .dataset import collate
 from .distributed import DistInfo
 
 log = logging.getLogger(__name__)

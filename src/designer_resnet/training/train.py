@@ -1,4 +1,4 @@
-"""Train PyTorch Model, top to bottom: data, model, one epoch, evaluation, main loop.
+"""Train PyTorch Model: one epoch, evaluation, then the recipe (`_train`) and its steps in the order it takes them.
 
 The same code runs single-process (CPU or one GPU) and as DDP under torchrun,
 Azure ML's torch.distributed launcher or MPI. Only rank 0 writes anything.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import random
 import signal
 import threading
@@ -22,45 +21,40 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..component_source import default
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
-from ..models.model_directory import read_untrained, write_trained
+from ..models.model_directory import UntrainedModel, read_untrained, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..tracking import StepLog
 from .batch_norm import synchronise_batch_norm
 from .checkpoint import CHECKPOINT, load_checkpoint, run_identity, save_checkpoint
-from .data import ImageDataset, batches, check_datasets, transforms_for
+from .dataset import ImageDataset, Transforms, batches, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
 from .loaders import STREAM_AUGMENT, STREAM_PROCESS, epoch_seed, make_loaders
 from .report import METRICS_FILE, epoch_metrics, plot_curves
+from .state import EpochResult, TrainingState
 
 log = logging.getLogger(__name__)
 
 
+_SPEC = "train_pytorch_model"
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 16
-    warmup_step_number: int = 0
-    learning_rate: float = 0.001
-    random_seed: int = 1
-    patience: int = 3
-    print_frequency: int = 10
-    sync_batch_norm: bool = False  # BatchNorm statistics over the global batch (training.batch_norm)
-    workers: int | None = None
+    """Train PyTorch Model's parameters and local options, with the component's defaults."""
 
-
-@dataclass
-class EpochResult:
-    epoch: int
-    lr: float
-    train_loss: float
-    train_error: float
-    images_per_second: float
-    valid_loss: float
-    top1: float
-    top5: float
+    epochs: int = default(_SPEC, "epochs")
+    batch_size: int = default(_SPEC, "batch_size")
+    warmup_step_number: int = default(_SPEC, "warmup_step_number")
+    learning_rate: float = default(_SPEC, "learning_rate")
+    random_seed: int = default(_SPEC, "random_seed")
+    patience: int = default(_SPEC, "patience")
+    print_frequency: int = default(_SPEC, "print_frequency")
+    sync_batch_norm: bool = default(_SPEC, "sync_batch_norm")  # BatchNorm statistics over the global batch
+    workers: int | None = default(_SPEC, "workers")
 
 
 @dataclass
@@ -214,6 +208,30 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+@dataclass
+class _Process:
+    """This process's part in a run: its rank, device and SIGTERM watch, and where it writes."""
+
+    info: DistInfo
+    device: torch.device
+    sigterm: _SigtermWatch
+    stage: StagedOutput | None  # rank 0's staging folder; the other ranks write nothing
+    output_dir: str | Path  # as given, for the log line
+    checkpoint_dir: Path | None
+
+
+@dataclass
+class _Inputs:
+    untrained: UntrainedModel
+    train: ImageDirectory
+    valid: ImageDirectory
+    ops: Transforms
+
+    @property
+    def categories(self) -> list[str]:
+        return self.train.categories
+
+
 def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, checkpoint_dir=None) -> TrainResult:
     """Train and write the best epoch's model to `output_dir` (rank 0)."""
     info = init_distributed()
@@ -222,131 +240,160 @@ def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, 
             sigterm = stack.enter_context(_SigtermWatch())  # first in, last out: covers the clean-up too
             # Rank 0 claims the output first: a non-empty folder fails before any training.
             stage = stack.enter_context(StagedOutput(output_dir, output_name="trained_model")) if info.is_main else None
-            return _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info, stage, stack,
-                          sigterm)
+            run = _Process(info, _device(info), sigterm, stage, output_dir,
+                           Path(checkpoint_dir) if checkpoint_dir else None)
+            return _train(untrained_dir, train_dir, valid_dir, cfg, run)
     finally:
         shutdown(info)
 
 
-def _train(untrained_dir, train_dir, valid_dir, output_dir, cfg, checkpoint_dir, info: DistInfo,
-           stage: StagedOutput | None, stack: contextlib.ExitStack, sigterm: _SigtermWatch):
-    untrained = read_untrained(untrained_dir, input_name="untrained_model")
-    train_dir_ = ImageDirectory.load(train_dir, input_name="training_data")
-    valid_dir_ = ImageDirectory.load(valid_dir, input_name="validation_data")
-    check_datasets(train_dir_, valid_dir_, cfg.batch_size)
-    categories = train_dir_.categories
-    class_index = {c: i for i, c in enumerate(categories)}
-    ops = transforms_for(train_dir_, valid_dir_, IMAGENET_MEAN, IMAGENET_STD)
-
-    device = torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process) -> TrainResult:
+    """The recipe: inputs, model, loaders, optimizer, resume, the epochs, the best epoch's model written."""
+    inputs = _read_inputs(untrained_dir, train_dir, valid_dir, cfg.batch_size)
     seed_everything(cfg.random_seed)
-    model = untrained.build(len(categories))
-    if cfg.sync_batch_norm:
-        model = synchronise_batch_norm(model, device)
-    model = model.to(device)
-    if device.type == "cuda":
+    model = _build_model(inputs.untrained, len(inputs.categories), cfg.sync_batch_norm, run)
+    train_loader, valid_loader = _loaders(inputs, cfg, run)
+    optimizer, scheduler = _optimizer(model, cfg, len(train_loader), run.info.world_size)
+
+    state = TrainingState(epochs=cfg.epochs, patience=cfg.patience)
+    identity = run_identity(asdict(cfg), run.info, inputs.untrained, inputs.train, inputs.valid)
+    checkpoint = load_checkpoint(run.checkpoint_dir, identity)
+    if checkpoint is not None:
+        state.restore(checkpoint, _unwrap(model), optimizer, scheduler)
+        if run.info.is_main:
+            log.info("resuming after epoch %d from %s", state.epoch, run.checkpoint_dir / CHECKPOINT)
+
+    with _metrics_log(run, cfg, inputs.untrained, state.history) as metrics:
+        for epoch in state.epochs_left():
+            _seed_epoch(train_loader, cfg.random_seed, epoch, run.info)
+            lr = optimizer.param_groups[0]["lr"]
+            trained = train_one_epoch(model, train_loader, optimizer, scheduler, run.device, cfg, epoch, run.info,
+                                      run.sigterm)
+            if _stop_requested(run.sigterm, run.device, run.info):
+                _terminated(epoch, run.checkpoint_dir, during=True)
+            result = EpochResult(epoch, lr, *trained, *evaluate(model, valid_loader, run.device, run.info))
+            state.record(result, _unwrap(model).state_dict)
+            _report_epoch(result, state, metrics, run.info)
+            if run.info.is_main and run.checkpoint_dir is not None:
+                run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(run.checkpoint_dir / CHECKPOINT, state.to_checkpoint(
+                    _unwrap(model), optimizer, scheduler, identity=identity, config=asdict(cfg),
+                    model_name=inputs.untrained.model_name, categories=inputs.categories))
+            if _stop_requested(run.sigterm, run.device, run.info):
+                _terminated(epoch, run.checkpoint_dir, during=False)
+            if state.stopped_early:
+                if run.info.is_main:
+                    log.info("early stop: validation loss has not decreased for %d epoch(s)", state.patience)
+                break
+        final = _write_model(model, state, inputs, cfg, run)
+    return TrainResult(state.history, final, state.best_epoch)
+
+
+def _device(info: DistInfo) -> torch.device:
+    """This process's GPU where there is one, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    torch.backends.cudnn.benchmark = True
+    return torch.device("cuda", info.local_rank)
+
+
+def _read_inputs(untrained_dir, train_dir, valid_dir, batch_size: int) -> _Inputs:
+    """The three input ports, checked against each other: a user's mistake is one line before any training."""
+    untrained = read_untrained(untrained_dir, input_name="untrained_model")
+    train_images = ImageDirectory.load(train_dir, input_name="training_data")
+    valid_images = ImageDirectory.load(valid_dir, input_name="validation_data")
+    check_datasets(train_images, valid_images, batch_size)
+    ops = transforms_for(train_images, valid_images, IMAGENET_MEAN, IMAGENET_STD)
+    return _Inputs(untrained, train_images, valid_images, ops)
+
+
+def _build_model(untrained: UntrainedModel, num_classes: int, sync_batch_norm: bool, run: _Process) -> nn.Module:
+    """The network on this process's device; wrapped in DDP when there are several processes."""
+    model = untrained.build(num_classes)
+    if sync_batch_norm:
+        model = synchronise_batch_norm(model, run.device)
+    model = model.to(run.device)
+    if run.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    if info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    if run.info.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[run.info.local_rank]
+                                                    if run.device.type == "cuda" else None)
+    return model
 
-    train_set = ImageDataset(train_dir_, ops.train_ops, class_index, ops.raw_size)
-    valid_set = ImageDataset(valid_dir_, ops.valid_ops, class_index, ops.raw_size)
-    train_loader, train_sampler, valid_loader = make_loaders(
-        train_set, valid_set, batch_size=cfg.batch_size, workers=cfg.workers, seed=cfg.random_seed, info=info,
-        device=device)
+
+def _loaders(inputs: _Inputs, cfg: TrainConfig, run: _Process):
+    """(training loader, validation loader); the training loader's sampler and dataset take each epoch's seeds."""
+    class_index = {c: i for i, c in enumerate(inputs.categories)}
+    ops = inputs.ops
+    train_set = ImageDataset(inputs.train, ops.train_ops, class_index, ops.raw_size)
+    valid_set = ImageDataset(inputs.valid, ops.valid_ops, class_index, ops.raw_size)
+    train_loader, _, valid_loader = make_loaders(train_set, valid_set, batch_size=cfg.batch_size, workers=cfg.workers,
+                                                 seed=cfg.random_seed, info=run.info, device=run.device)
+    return train_loader, valid_loader
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, world_size: int):
+    """SGD with Nesterov momentum, and its schedule (stepped every batch): warmup, then decay to 0 at the last step."""
     # The designer scales the learning rate with the number of processes.
-    lr = cfg.learning_rate * info.world_size
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    total_steps = cfg.epochs * len(train_loader)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate * world_size, momentum=0.9, nesterov=True,
+                                weight_decay=1e-4)
+    total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_step_number, total_steps))
+    return optimizer, scheduler
 
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    history: list[EpochResult] = []
-    best_top1, best_state, best_epoch = -1.0, None, 0
-    best_loss, stale = math.inf, 0
-    start_epoch = 1
-    identity = run_identity(asdict(cfg), info, untrained, train_dir_, valid_dir_)
-    ckpt = load_checkpoint(checkpoint_dir, identity)
-    if ckpt is not None:
-        _unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
-        history = [EpochResult(**h) for h in ckpt["history"]]
-        best_top1, best_epoch, best_loss, stale = ckpt["best_top1"], ckpt["best_epoch"], ckpt["best_loss"], ckpt["stale"]
-        best_state = ckpt["best_model"]
-        start_epoch = ckpt["epoch"] + 1
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if info.is_main:
-            log.info("resuming after epoch %d from %s", ckpt["epoch"], checkpoint_dir / CHECKPOINT)
 
-    metrics = None
-    if stage is not None:
-        # training_metrics.csv in the output; MLflow too where a tracking server is set (Azure ML).
-        metrics = StepLog(stage.path, Path(output_dir), "train_pytorch_model",
-                          {**asdict(cfg), "world_size": info.world_size,
-                           **{f"model_{k}": v for k, v in untrained.init_params.items()}}, file_name=METRICS_FILE)
-        stack.callback(metrics.close)
+@contextlib.contextmanager
+def _metrics_log(run: _Process, cfg: TrainConfig, untrained: UntrainedModel, history: list[EpochResult]):
+    """Rank 0's metric log (None elsewhere), starting with the epochs a resumed run already has."""
+    if run.stage is None:
+        yield None
+        return
+    # training_metrics.csv in the output; MLflow too where a tracking server is set (Azure ML).
+    metrics = StepLog(run.stage.path, Path(run.output_dir), "train_pytorch_model",
+                      {**asdict(cfg), "world_size": run.info.world_size,
+                       **{f"model_{k}": v for k, v in untrained.init_params.items()}}, file_name=METRICS_FILE)
+    try:
         for past in history:
             metrics.log(epoch_metrics(past), step=past.epoch)
-    # A checkpoint of a run that stopped early has nothing left to train.
-    last_epoch = start_epoch - 1 if ckpt and ckpt.get("stopped") else cfg.epochs
-    for epoch in range(start_epoch, last_epoch + 1):
-        # Per-epoch seeds make shuffling and augmentation independent of history, so a resumed run matches.
-        # Random ops draw from a seed per (epoch, image), which loader workers read from shared memory:
-        # the same augmentations with any number of workers, persistent or not, resumed or not.
-        torch.manual_seed(epoch_seed(cfg.random_seed, epoch, info.rank, STREAM_PROCESS))
-        train_set.set_epoch_seed(epoch_seed(cfg.random_seed, epoch, 0, STREAM_AUGMENT))
-        train_sampler.set_epoch(epoch)
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_error, speed = train_one_epoch(model, train_loader, optimizer, scheduler, device, cfg, epoch,
-                                                         info, sigterm)
-        if _stop_requested(sigterm, device, info):
-            _terminated(epoch, checkpoint_dir, during=True)
-        valid_loss, top1, top5 = evaluate(model, valid_loader, device, info)
-        result = EpochResult(epoch, epoch_lr, train_loss, train_error, speed, valid_loss, top1, top5)
-        history.append(result)
-        if metrics is not None:
-            metrics.log(epoch_metrics(result), step=result.epoch)
-        if top1 > best_top1:
-            best_top1, best_epoch = top1, epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
-        if valid_loss < best_loss:
-            best_loss, stale = valid_loss, 0
-        else:
-            stale += 1
-        stop = stale >= cfg.patience and epoch < cfg.epochs
-        if info.is_main:
-            log.info("epoch %d/%d: train loss %.4f error %.4f (%.0f img/s), valid loss %.4f top-1 %.4f top-5 %.4f%s",
-                     epoch, cfg.epochs, train_loss, train_error, speed, valid_loss, top1, top5,
-                     "  (best)" if best_epoch == epoch else "")
-            if checkpoint_dir is not None:
-                checkpoint_dir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(checkpoint_dir / CHECKPOINT, {
-                    "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": scheduler.state_dict(), "epoch": epoch, "config": asdict(cfg),
-                    "model_name": untrained.model_name, "categories": categories,
-                    "history": [asdict(h) for h in history], "best_top1": best_top1, "best_epoch": best_epoch,
-                    "best_loss": best_loss, "stale": stale, "best_model": best_state,
-                    "rng_cpu": torch.get_rng_state(), "stopped": stop, "identity": identity})
-        if _stop_requested(sigterm, device, info):
-            _terminated(epoch, checkpoint_dir, during=False)
-        if stop:
-            if info.is_main:
-                log.info("early stop: validation loss has not decreased for %d epoch(s)", cfg.patience)
-            break
+        yield metrics
+    finally:
+        metrics.close()
 
-    final = None
-    if stage is not None:
-        final = copy.deepcopy(_unwrap(model)).to("cpu")
-        final.load_state_dict(best_state)
-        write_trained(stage.path, final, untrained, categories, ops.preprocess,
-                      extra={"best_epoch": best_epoch, "best_top1": best_top1, "epochs_run": len(history),
-                             "world_size": info.world_size, "config": asdict(cfg)})
-        from ..serving.pyfunc import save_mlflow_model  # mlflow is imported only by the writing process
 
-        save_mlflow_model(stage.path)
-        plot_curves(history, stage.path / "training_curves.png")
-        log.info("best epoch %d: top-1 %.4f; model written to %s", best_epoch, best_top1, output_dir)
-    return TrainResult(history, final, best_epoch)
+def _seed_epoch(train_loader, seed: int, epoch: int, info: DistInfo) -> None:
+    """Per-epoch seeds make shuffling and augmentation independent of history, so a resumed run matches.
+
+    Random ops draw from a seed per (epoch, image), which loader workers read from shared memory:
+    the same augmentations with any number of workers, persistent or not, resumed or not.
+    """
+    torch.manual_seed(epoch_seed(seed, epoch, info.rank, STREAM_PROCESS))
+    train_loader.dataset.set_epoch_seed(epoch_seed(seed, epoch, 0, STREAM_AUGMENT))
+    train_loader.sampler.set_epoch(epoch)
+
+
+def _report_epoch(result: EpochResult, state: TrainingState, metrics: StepLog | None, info: DistInfo) -> None:
+    """The epoch's row in the metric log and its log line (rank 0)."""
+    if metrics is not None:
+        metrics.log(epoch_metrics(result), step=result.epoch)
+    if info.is_main:
+        log.info("epoch %d/%d: train loss %.4f error %.4f (%.0f img/s), valid loss %.4f top-1 %.4f top-5 %.4f%s",
+                 result.epoch, state.epochs, result.train_loss, result.train_error, result.images_per_second,
+                 result.valid_loss, result.top1, result.top5, "  (best)" if state.best_epoch == result.epoch else "")
+
+
+def _write_model(model: nn.Module, state: TrainingState, inputs: _Inputs, cfg: TrainConfig,
+                 run: _Process) -> nn.Module | None:
+    """Rank 0 writes the best epoch's weights as a trained ModelDirectory that is also an MLflow model."""
+    if run.stage is None:
+        return None
+    final = copy.deepcopy(_unwrap(model)).to("cpu")
+    final.load_state_dict(state.best_weights)
+    write_trained(run.stage.path, final, inputs.untrained, inputs.categories, inputs.ops.preprocess,
+                  extra={"best_epoch": state.best_epoch, "best_top1": state.best_top1, "epochs_run": len(state.history),
+                         "world_size": run.info.world_size, "config": asdict(cfg)})
+    from ..serving.pyfunc import save_mlflow_model  # mlflow is imported only by the writing process
+
+    save_mlflow_model(run.stage.path)
+    plot_curves(state.history, run.stage.path / "training_curves.png")
+    log.info("best epoch %d: top-1 %.4f; model written to %s", state.best_epoch, state.best_top1, run.output_dir)
+    return final

@@ -8,17 +8,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.convert import PROGRESS_MIN
-from ..data.parallel import ordered_map
+from ..parallel import PROGRESS_MIN, ordered_map
+from ..component_source import default
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory, ImageDirectoryWriter
 from ..directories.transformation_directory import read_transformation_directory
 from ..errors import UserError
-from .ledger import applied_ops, pending_ops, with_ledger
-from .ops import image_pipeline, plan
+from .ledger import Ledger
+from .ops import image_pipeline, plan, validate_ops
 
 log = logging.getLogger(__name__)
 
+_SPEC = "apply_image_transformation"
 MODES = {"For training": "training", "For inference": "inference"}
 
 
@@ -30,17 +31,23 @@ class ApplyReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (row id, reason)
 
 
+def read_transformation(path: str | Path, *, input_name: str = "input") -> list[list]:
+    """The ops of a TransformationDirectory, validated: unknown ops and out-of-range sizes refused in one line."""
+    return validate_ops(read_transformation_directory(path, input_name=input_name), input_name=input_name)
+
+
 def apply_image_transformation(transform_dir: str | Path, input_dir: str | Path, output_dir: str | Path,
-                               *, mode: str = "For inference", workers: int | None = None) -> ApplyReport:
+                               *, mode: str = default(_SPEC, "mode"), workers: int | None = None) -> ApplyReport:
     """Transform the images of `input_dir`; `mode` is 'For training' or 'For inference'."""
     if mode not in MODES:
         raise UserError(f"mode: {mode!r} is not one of {', '.join(repr(m) for m in MODES)}")
-    ops = read_transformation_directory(transform_dir, input_name="input_transformation_path")
+    ops = read_transformation(transform_dir, input_name="input_transformation_path")
     source = ImageDirectory.load(input_dir, input_name="input_image_path")
+    ledger = Ledger(source.extension)
     # Ops the source still owes come first: its files stop where they stopped.
-    file_ops, deferred = plan(pending_ops(source.extension) + ops, MODES[mode])
+    file_ops, deferred = plan(ledger.pending + ops, MODES[mode])
     pipeline = image_pipeline(file_ops)
-    extension = with_ledger(source.extension, applied_ops(source.extension) + file_ops, deferred, mode)
+    extension = ledger.extension_after(file_ops, deferred, mode)
     report = ApplyReport(applied=file_ops, deferred=deferred)
 
     with StagedOutput(output_dir, output_name="output_path") as stage:

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torchvision.transforms as T
 
+from ..component_source import defaults
 from ..errors import UserError
 
 DETERMINISTIC_OPS = frozenset({"Resize", "CenterCrop", "Pad", "Grayscale"})
@@ -89,6 +90,11 @@ def _check_bounds(name: str, args, input_name: str) -> None:
                             "recreate the transformation with Init Image Transformation")
 
 
+def without_random(ops: list) -> list:
+    """The ops minus the random augmentations: what inference runs (image ops and tensor ops, Normalize too)."""
+    return [op for op in ops if op[0] not in RANDOM_OPS]
+
+
 def plan(ops: list[list], mode: str) -> tuple[list[list], list[list]]:
     """Split ops into (written into the files now, applied when the data is read).
 
@@ -97,7 +103,7 @@ def plan(ops: list[list], mode: str) -> tuple[list[list], list[list]]:
     kept. Inference drops random ops; tensor ops are still deferred.
     """
     if mode == "inference":
-        ops = [op for op in ops if op[0] not in RANDOM_OPS]
+        ops = without_random(ops)
     elif mode != "training":
         raise ValueError(f"mode must be 'training' or 'inference', not {mode!r}")
     split = 0
@@ -132,28 +138,6 @@ def tensor_pipeline(ops: list[list]) -> Callable:
     return T.Compose(steps)
 
 
-def inference_pipeline(ops: list[list], mean: list, std: list) -> tuple[Callable, Callable]:
-    """(per-image transform, per-batch finish) for scoring and serving: the ops, then normalisation.
-
-    When every op acts on the image, items stay uint8 and one vectorised
-    normalisation runs per batch on the device: less copying than float
-    tensors per image. Otherwise the ops run per image as written.
-    """
-    if all(op[0] in DETERMINISTIC_OPS for op in ops):
-        import torch
-
-        per_image = T.Compose([image_pipeline(ops), T.PILToTensor()])
-        mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
-
-        def finish(batch):
-            return (batch.float() - mean_t.to(batch.device)) / std_t.to(batch.device)
-
-        return per_image, finish
-    full = list(ops) + [["Normalize", {"mean": list(mean), "std": list(std)}]]
-    return tensor_pipeline(full), lambda batch: batch
-
-
 def fixes_size(ops: list) -> bool:
     """True when the ops give every image the same size."""
     for name, args in ops:
@@ -165,59 +149,38 @@ def fixes_size(ops: list) -> bool:
     return False
 
 
-def designer_ops(
-    *,
-    resize: bool = True,
-    size: int = 256,
-    center_crop: bool = True,
-    crop_size: int = 224,
-    pad: bool = False,
-    padding: int = 0,
-    color_jitter: bool = False,
-    grayscale: bool = False,
-    random_resized_crop: bool = False,
-    random_resized_crop_size: int = 256,
-    random_crop: bool = False,
-    random_crop_size: int = 224,
-    random_horizontal_flip: bool = True,
-    random_vertical_flip: bool = False,
-    random_rotation: bool = False,
-    random_rotation_degrees: int = 0,
-    random_affine: bool = False,
-    random_affine_degrees: int = 0,
-    random_grayscale: bool = False,
-    random_perspective: bool = False,
-    random_erasing: bool = False,
-) -> list[list]:
-    """The op list for Init Image Transformation's parameters, in the designer's order."""
+# Init Image Transformation's switches, in its order (the order ops apply): switch -> (op, argument), where the
+# argument is the name of the parameter holding it, or the op's fixed arguments. The parameters, their
+# defaults and ranges are the component's (designer_resnet/components/init_image_transformation.yaml).
+DESIGNER_SWITCHES = {
+    "resize": ("Resize", "size"),
+    "center_crop": ("CenterCrop", "crop_size"),
+    "pad": ("Pad", "padding"),
+    "color_jitter": ("ColorJitter", {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4}),
+    # Three channels so the result still feeds an RGB model.
+    "grayscale": ("Grayscale", {"num_output_channels": 3}),
+    "random_resized_crop": ("RandomResizedCrop", "random_resized_crop_size"),
+    "random_crop": ("RandomCrop", "random_crop_size"),
+    "random_horizontal_flip": ("RandomHorizontalFlip", {}),
+    "random_vertical_flip": ("RandomVerticalFlip", {}),
+    "random_rotation": ("RandomRotation", "random_rotation_degrees"),
+    "random_affine": ("RandomAffine", "random_affine_degrees"),
+    "random_grayscale": ("RandomGrayscale", {}),
+    "random_perspective": ("RandomPerspective", {}),
+    "random_erasing": ("RandomErasing", {}),
+}
+INIT_COMPONENT = "init_image_transformation"
+
+
+def designer_ops(**params) -> list[list]:
+    """The op list for Init Image Transformation's parameters (the component's defaults for any not given)."""
+    values = defaults(INIT_COMPONENT)
+    unknown = set(params) - set(values)
+    if unknown:
+        raise TypeError(f"designer_ops: unknown parameter(s) {', '.join(sorted(unknown))}")
+    values.update(params)
     ops: list[list] = []
-    if resize:
-        ops.append(["Resize", size])
-    if center_crop:
-        ops.append(["CenterCrop", crop_size])
-    if pad:
-        ops.append(["Pad", padding])
-    if color_jitter:
-        ops.append(["ColorJitter", {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4}])
-    if grayscale:
-        # Three channels so the result still feeds an RGB model.
-        ops.append(["Grayscale", {"num_output_channels": 3}])
-    if random_resized_crop:
-        ops.append(["RandomResizedCrop", random_resized_crop_size])
-    if random_crop:
-        ops.append(["RandomCrop", random_crop_size])
-    if random_horizontal_flip:
-        ops.append(["RandomHorizontalFlip", {}])
-    if random_vertical_flip:
-        ops.append(["RandomVerticalFlip", {}])
-    if random_rotation:
-        ops.append(["RandomRotation", random_rotation_degrees])
-    if random_affine:
-        ops.append(["RandomAffine", random_affine_degrees])
-    if random_grayscale:
-        ops.append(["RandomGrayscale", {}])
-    if random_perspective:
-        ops.append(["RandomPerspective", {}])
-    if random_erasing:
-        ops.append(["RandomErasing", {}])
+    for switch, (op, argument) in DESIGNER_SWITCHES.items():
+        if values[switch]:
+            ops.append([op, values[argument] if isinstance(argument, str) else argument])
     return ops

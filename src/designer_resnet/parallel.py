@@ -1,4 +1,4 @@
-"""A thread pool map that keeps order and bounds the work in flight."""
+"""Work over many items: an ordered, bounded thread map, loader-worker sizing, and when to show progress."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 A = TypeVar("A")
 R = TypeVar("R")
+# A progress bar is shown from this many items on; fewer finish before one would help.
+PROGRESS_MIN = 500
 
 
 def default_workers() -> int:
@@ -29,6 +31,11 @@ def ordered_map(fn: Callable[[A], R], items: Iterable[A], workers: int | None = 
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+
+
+def processes_per_node(wanted: int, gpus: int) -> int:
+    """Processes on one node: one per GPU up to `wanted` (Azure ML's and torchrun's rule), 1 on a CPU-only node."""
+    return max(1, min(wanted, gpus)) if gpus else 1
 
 
 def loader_workers(on_gpu: bool, processes_per_node: int = 1) -> int:

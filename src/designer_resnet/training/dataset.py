@@ -1,4 +1,9 @@
-"""Training and validation data: ImageDirectory rows -> normalised tensors."""
+"""The training Dataset: ImageDirectory rows as (normalised tensor, class index) pairs.
+
+Beside ImageDataset, what it needs: the checks a user's sets must pass before
+a run (check_datasets), the op lists each set is read with (transforms_for),
+and batches that carry a worker's one-line error (LoadFailure, collate, batches).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,12 @@ from torch.utils.data import Dataset, default_collate
 
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
-from ..transforms.ledger import deterministic, inference_chain, pending_ops
-from ..transforms.ops import RANDOM_OPS, fixes_size, tensor_pipeline
+from ..transforms.ledger import Ledger
+from ..transforms.ops import RANDOM_OPS, fixes_size, tensor_pipeline, without_random
 
 log = logging.getLogger(__name__)
 
-# Ops whose output size does not depend on the input size.
+# The side images are resized to when the sets hold several sizes and no op fixes one (torchvision's input size).
 DEFAULT_INPUT_SIZE = 224
 
 
@@ -184,13 +189,14 @@ def image_sizes(directory: ImageDirectory) -> set[tuple[int, int]]:
     return {_file_size(directory, row) for row in rows}
 
 
-def _size_fix(train: ImageDirectory, valid: ImageDirectory, train_sizes: set) -> tuple[list, tuple | None]:
+def _size_fix(pending: list, valid: ImageDirectory, train_sizes: set) -> tuple[list, tuple | None]:
     """(ops, raw size): a Resize to the model's input size when image sizes differ and nothing fixes them.
 
-    The designer crashes on mixed sizes; we resize with a warning instead. The
-    raw size is the one size every file must then have (None when an op fixes it).
+    `pending` is both sets' pending ops. The designer crashes on mixed sizes; we
+    resize with a warning instead. The raw size is the one size every file must
+    then have (None when an op fixes it).
     """
-    if fixes_size(pending_ops(train.extension) + pending_ops(valid.extension)):
+    if fixes_size(pending):
         return [], None
     sizes = train_sizes | image_sizes(valid)
     if len(sizes) <= 1:
@@ -228,16 +234,17 @@ def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int
 class Transforms(NamedTuple):
     train_ops: list
     valid_ops: list
-    preprocess: dict  # the model's pre-processing from a raw image (ledger.inference_chain), with mean and std
+    preprocess: dict  # the model's pre-processing from a raw image (Ledger.inference_chain), with mean and std
     raw_size: tuple[int, int] | None  # the size every file must have (ImageDataset's raw_size)
 
 
 def transforms_for(train: ImageDirectory, valid: ImageDirectory, mean: list, std: list) -> Transforms:
     """Op lists for training and validation, and what the trained model records to score a raw image."""
     normalize = [["Normalize", {"mean": mean, "std": std}]]
+    train_ledger, valid_ledger = Ledger(train.extension), Ledger(valid.extension)
     sizes = image_sizes(train)
-    resize, raw_size = _size_fix(train, valid, sizes)
-    train_ops = resize + pending_ops(train.extension) + normalize
-    valid_ops = resize + deterministic(pending_ops(valid.extension)) + normalize
-    preprocess = inference_chain(train.extension, resize, next(iter(sizes)) if len(sizes) == 1 else None)
+    resize, raw_size = _size_fix(train_ledger.pending + valid_ledger.pending, valid, sizes)
+    train_ops = resize + train_ledger.pending + normalize
+    valid_ops = resize + without_random(valid_ledger.pending) + normalize
+    preprocess = train_ledger.inference_chain(resize, next(iter(sizes)) if len(sizes) == 1 else None)
     return Transforms(train_ops, valid_ops, {**preprocess, "mean": list(mean), "std": list(std)}, raw_size)

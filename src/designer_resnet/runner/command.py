@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from ..errors import run_entry
-from ..runner.run import parse_overrides, run_pipeline
-from ._args import ComponentArgumentParser, boolean, int_in
+from .run import parse_overrides, run_pipeline
+from ..arguments import ComponentArgumentParser, boolean, int_in
 
 
 def build_parser() -> ComponentArgumentParser:
