@@ -23,6 +23,7 @@ Environments are written inline into every spec, so a spec packaged by
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from pathlib import Path
@@ -46,6 +47,71 @@ TYPED_PIPELINE = REPO / "pipelines" / "image_classification_typed.yml"
 V2_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
 TYPED_SCHEMA = "https://componentsdk.azureedge.net/jsonschema/{}.json"
 PACKAGE_TAG = "designer-resnet"
+# What every source must hold, and of which kind (`distributed` and `local_options` are optional).
+SOURCE_KEYS = {"name": str, "display_name": str, "category": str, "description": str,
+               "inputs": dict, "outputs": dict, "command": str}
+_KIND = {str: "text", dict: "mapping"}
+
+
+class _Arguments(argparse.ArgumentParser):
+    """The project's rule for a bad argument (designer_resnet.arguments.ComponentArgumentParser): one line, exit 1.
+    Not imported from there: the generator needs only specs.py of the package (a copy of it may hold no more)."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(1)
+
+
+class SourceError(Exception):
+    """A file the generator cannot use; main prints it as one `error:` line, naming the file and the fix."""
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def _kind(value) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", type(None): "nothing"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def read_yaml(path: Path, what: str):
+    """The YAML document in `path`; SourceError when it cannot be read or parsed, or is not a mapping."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{_rel(path)}: cannot be read ({getattr(exc, 'strerror', None) or exc}); "
+                          f"it should be {what}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SourceError(f"{_rel(path)}: not valid YAML{where} ({problem}); fix the file, which should be "
+                          f"{what}") from None
+    if not isinstance(doc, dict):
+        raise SourceError(f"{_rel(path)}: must be a mapping ({what}), got {_kind(doc)}")
+    return doc
+
+
+def load_source(path: Path) -> dict:
+    """A component source, checked for everything the generator reads from it."""
+    source = read_yaml(path, f"a component source with {', '.join(SOURCE_KEYS)}")
+    missing = [key for key in SOURCE_KEYS if key not in source]
+    if missing:
+        raise SourceError(f"{_rel(path)}: lacks {', '.join(missing)}; every component source needs "
+                          f"{', '.join(SOURCE_KEYS)} (see the other sources beside it)")
+    for key, kind in SOURCE_KEYS.items():
+        if not isinstance(source[key], kind) or (kind is str and not source[key].strip()):
+            raise SourceError(f"{_rel(path)}: `{key}` must be a non-empty {_KIND[kind]}, got {_kind(source[key])}")
+    if source["name"] != path.stem:
+        raise SourceError(f"{_rel(path)}: `name` is {source['name']!r}; it must be the file's name, {path.stem!r}")
+    for direction in ("inputs", "outputs"):
+        for port, entry in source[direction].items():
+            lacks = [k for k in ("type", "description") if not isinstance(entry, dict) or k not in entry]
+            if lacks:
+                raise SourceError(f"{_rel(path)}: {direction}.{port} lacks {' and '.join(lacks)}; give each "
+                                  f"{direction[:-1]} a mapping with type and description")
+    return source
 
 
 def _header(source: Path) -> str:
@@ -77,7 +143,8 @@ def _inputs(source: dict, v2: bool) -> dict:
         elif kind in V2_PARAM_TYPE:
             entry["type"] = V2_PARAM_TYPE[kind] if v2 else kind
         else:
-            raise SystemExit(f"src/designer_resnet/components/{source['name']}.yaml: input {name}: unknown type {kind!r}")
+            raise SourceError(f"src/designer_resnet/components/{source['name']}.yaml: input {name}: "
+                              f"unknown type {kind!r}")
         for key in ("enum", "default", "min", "max", "optional"):
             if key in spec:
                 entry[key] = spec[key]
@@ -91,15 +158,19 @@ def _outputs(source: dict, v2: bool) -> dict:
     for name, spec in source["outputs"].items():
         kind = spec["type"]
         if kind not in DESIGNER_PORT_TYPES:
-            raise SystemExit(f"src/designer_resnet/components/{source['name']}.yaml: output {name}: unknown type {kind!r}")
+            raise SourceError(f"src/designer_resnet/components/{source['name']}.yaml: output {name}: "
+                              f"unknown type {kind!r}")
         outputs[name] = {"type": V2_PORT_TYPE.get(kind, V2_FOLDER) if v2 else kind,
                          "description": _port_description(spec)}
     return outputs
 
 
 def _environment(v2: bool) -> dict:
-    image = yaml.safe_load((ENVIRONMENTS / "designer-resnet.yaml").read_text())["image"]
-    conda = yaml.safe_load((ENVIRONMENTS / "conda.yaml").read_text())
+    environment = ENVIRONMENTS / "designer-resnet.yaml"
+    image = read_yaml(environment, "the environment asset, with `image`").get("image")
+    if not isinstance(image, str) or not image:
+        raise SourceError(f"{_rel(environment)}: lacks `image`, the base image every spec names")
+    conda = read_yaml(ENVIRONMENTS / "conda.yaml", "the pinned dependencies written by environments/lock.py")
     if v2:
         return {"image": image, "conda_file": conda}
     return {"docker": {"image": image}, "conda": {"conda_dependencies": conda}, "os": "Linux"}
@@ -115,7 +186,7 @@ def command_lines(source: dict, v2: bool) -> list[str]:
 
 def render_component(source_path: Path, v2: bool) -> str:
     """The text of one generated spec."""
-    source = yaml.safe_load(source_path.read_text())
+    source = load_source(source_path)
     distributed = bool(source.get("distributed"))
     head = {
         "$schema": V2_SCHEMA if v2 else TYPED_SCHEMA.format("DistributedComponent" if distributed
@@ -149,14 +220,19 @@ def render_component(source_path: Path, v2: bool) -> str:
 
 def render_typed_pipeline() -> str:
     """The v2 pipeline with every job pointing at the designer-typed spec of its component."""
-    text = PIPELINE.read_text()
-    doc = yaml.safe_load(text)
+    doc = read_yaml(PIPELINE, "the v2 pipeline, with `jobs`")
+    if not isinstance(doc.get("jobs"), dict):
+        raise SourceError(f"{_rel(PIPELINE)}: `jobs` must be a mapping of job names to jobs")
     for name, job in doc["jobs"].items():
-        ref = str(job["component"])
+        ref = str(job.get("component")) if isinstance(job, dict) else ""
         match = re.fullmatch(r"\.\./components/([\w-]+)\.yaml", ref)
         if not match:
-            raise SystemExit(f"{PIPELINE.name}: job {name}: component must be ../components/<name>.yaml, got {ref!r}")
-        source = yaml.safe_load((SOURCES / f"{match.group(1)}.yaml").read_text())
+            raise SourceError(f"{_rel(PIPELINE)}: job {name}: component must be ../components/<name>.yaml, "
+                              f"got {ref!r}")
+        if not (SOURCES / f"{match.group(1)}.yaml").is_file():
+            raise SourceError(f"{_rel(PIPELINE)}: job {name}: {ref} has no source "
+                              f"src/designer_resnet/components/{match.group(1)}.yaml")
+        source = load_source(SOURCES / f"{match.group(1)}.yaml")
         job["type"] = "DistributedComponent" if source.get("distributed") else "CommandComponent"
         # azure-ai-ml needs the file: prefix for designer components in pipeline YAML.
         job["component"] = f"file:../components/typed/{match.group(1)}.yaml"
@@ -188,7 +264,18 @@ def stale_or_orphaned() -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    if "--check" in argv:
+    parser = _Arguments(prog="components/generate.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="list stale generated files; exit 1 if any")
+    args = parser.parse_args(argv)
+    try:
+        return _generate(check=args.check)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _generate(check: bool) -> int:
+    if check:
         bad = stale_or_orphaned()
         for path in bad:
             print(f"stale: {path.relative_to(REPO)}")

@@ -23,6 +23,10 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from designer_resnet.arguments import ComponentArgumentParser  # noqa: E402
+
 REQUIREMENTS = HERE / "requirements.txt"
 CONDA = HERE / "conda.yaml"
 ROOT = "designer-resnet"
@@ -85,13 +89,17 @@ def conda_text(pins: dict[str, str]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    # Any other argument is refused before anything is written (a mistyped --check must not rewrite the lock).
+    parser = ComponentArgumentParser(prog="environments/lock.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the lock differs from this environment")
+    args = parser.parse_args(argv)
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         print("error: lock on Linux x86-64 (what Azure ML runs): torch's CUDA packages differ elsewhere",
               file=sys.stderr)
         return 1
     pins = runtime_closure()
     wanted = {REQUIREMENTS: requirements_text(pins), CONDA: conda_text(pins)}
-    if "--check" in argv:
+    if args.check:
         stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
         for path in stale:
             print(f"differs from this environment: {path.name}")

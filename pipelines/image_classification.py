@@ -76,42 +76,58 @@ def build_pipeline(args: argparse.Namespace):
                                 test_images=Input(type="uri_folder", path=args.test_images))
 
 
-def _pipeline_inputs() -> dict:
-    """The YAML pipeline's inputs: their names and values are this script's flags and defaults."""
+def _pipeline() -> dict:
+    """The YAML pipeline: its inputs' names and values are this script's flags and defaults."""
     import yaml
 
-    return yaml.safe_load(PIPELINE_YAML.read_text(encoding="utf-8"))["inputs"]
+    return yaml.safe_load(PIPELINE_YAML.read_text(encoding="utf-8"))
 
 
-def _flag_type(value):
-    """How a flag parses, from the type of the pipeline input's value."""
-    from designer_resnet.arguments import boolean
+def _flag_types(pipeline: dict) -> dict:
+    """How each pipeline input's flag parses: as the component parameter it feeds (type, range, enum)."""
+    from designer_resnet.component_source import parameters, value_parser
 
-    return boolean if isinstance(value, bool) else type(value)
+    types = {}
+    for job in pipeline["jobs"].values():
+        component = Path(str(job["component"])).stem
+        for key, value in (job.get("inputs") or {}).items():
+            if isinstance(value, str) and value.startswith("${{parent.inputs.") and key in parameters(component):
+                types[value[len("${{parent.inputs."):-2].strip()] = value_parser(parameters(component)[key],
+                                                                                  azure=True)
+    return types
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from designer_resnet.arguments import ComponentArgumentParser, int_in
+
+    p = ComponentArgumentParser(prog="image_classification.py", description=__doc__.splitlines()[0])
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--validate", action="store_true", help="build and validate offline; write the job YAML")
     action.add_argument("--submit", action="store_true", help="submit to the workspace and print the studio URL")
-    p.add_argument("--out", default="image_classification.resolved.yml", help="where --validate writes the job YAML")
+    p.add_argument("--out", type=Path, default=Path("image_classification.resolved.yml"),
+                   help="where --validate writes the job YAML")
     p.add_argument("--flavour", choices=sorted(FLAVOUR_DIRS), default="v2",
                    help="v2 command components (default) or the designer-typed ones")
-    for name, value in _pipeline_inputs().items():
+    pipeline = _pipeline()
+    types = _flag_types(pipeline)
+    for name, value in pipeline["inputs"].items():
         flags = [f"--{name.replace('_', '-')}"] + (["--nodes"] if name == NODE_COUNT else [])
         if isinstance(value, dict):  # a data input: its default path
             p.add_argument(*flags, dest=name, default=value["path"], help=f"data (default {value['path']})")
         else:
-            p.add_argument(*flags, dest=name, type=_flag_type(value), default=value, help=f"default {value}")
+            p.add_argument(*flags, dest=name, type=types.get(name, int_in(1) if name == NODE_COUNT else str),
+                           default=value, help=f"default {value}")
     p.add_argument("--cpu-compute", default="cpu-cluster")
     p.add_argument("--gpu-compute", default="gpu-cluster")
-    p.add_argument("--processes-per-node", type=int, default=1, help="processes (GPUs) per node (default 1)")
+    p.add_argument("--processes-per-node", type=int_in(1), default=1, help="processes (GPUs) per node (default 1)")
     p.add_argument("--experiment", default="designer-resnet")
     p.add_argument("--subscription")
     p.add_argument("--resource-group")
     p.add_argument("--workspace")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.validate and not args.out.parent.is_dir():
+        p.error(f"--out: the folder {args.out.parent} does not exist")
+    return args
 
 
 def main(argv=None) -> int:
@@ -124,7 +140,7 @@ def main(argv=None) -> int:
     if args.validate:
         import yaml
 
-        Path(args.out).write_text(yaml.safe_dump(job._to_dict(), sort_keys=False), encoding="utf-8")
+        args.out.write_text(yaml.safe_dump(job._to_dict(), sort_keys=False), encoding="utf-8")
         print(f"pipeline valid: {len(job.jobs)} jobs; job YAML written to {args.out}")
         return 0
     from designer_resnet.errors import UserError

@@ -299,3 +299,118 @@ def test_an_installed_package_registers_and_runs_the_demo_with_no_checkout(tmp_p
     assert (empty / "runs").is_dir() and not list(empty.glob("designer-resnet-*"))
     logs = "\n".join(p.read_text() for p in (empty / "runs").glob("*/train/log.txt"))
     assert str(REPO / "src") not in logs  # the code that ran is the installed package's own
+
+
+# ---- values as Azure ML renders and judges them ----
+
+def test_whole_numbers_written_as_floats_are_integers_as_in_azure_ml(tmp_path):
+    """azure-ai-ml parses an Integer with int(float(text)); 5.5 is still refused (Azure would cut it to 5)."""
+    actions = _actions("split_image_directory")
+    assert actions["random_seed"].type("5.0") == 5 and actions["random_seed"].type("1e3") == 1000
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer"):
+        actions["random_seed"].type("5.5")
+    path = _one_job_pipeline(tmp_path, "train_pytorch_model", "epochs")
+    with pytest.raises(UserError, match="got '2.5'"):
+        run_pipeline(path, {"epochs": "2.5"}, runs_dir=tmp_path / "runs", echo=lambda *_: None)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--frac", "0.5"], "unrecognized arguments: --frac"),          # no abbreviations: a prefix hides a typo
+    (["--fraction", "-1e-05"], "-1e-05 is outside the valid range"),  # a negative number is a value, not an option
+    (["--fraction", "-inf"], "expected a finite number"),
+])
+def test_entry_modules_take_only_whole_flags_and_negative_numbers_as_values(argv, says, capsys):
+    module = importlib.import_module("designer_resnet.components.split_image_directory")
+    with pytest.raises(SystemExit) as stopped:
+        module.main(["--input_path", "a", "--output_path1", "b", "--output_path2", "c", *argv])
+    assert stopped.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert says in line, line
+
+
+def test_the_runner_takes_only_the_booleans_azure_ml_takes(tmp_path):
+    path = _one_job_pipeline(tmp_path, "resnet", "pretrained")
+    with pytest.raises(UserError, match=r"input 'pretrained' .*expected true or false \(Azure ML accepts nothing else\)"):
+        run_pipeline(path, {"pretrained": "yes"}, runs_dir=tmp_path / "runs", echo=lambda *_: None)
+    assert _actions("resnet")["pretrained"].type("yes") is True  # the entry module itself stays lenient
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"enum": 5}, "its enum must be a list of values, got 5"),
+    ({"min": "abc"}, "its min 'abc' is not a number"),
+    ({"min": 2, "max": 1}, "its min 2 is above its max 1"),
+    ({"type": "numbery"}, "is neither a parameter type"),
+])
+def test_a_broken_parameter_in_a_users_spec_is_one_line_naming_the_spec(tmp_path, change, says):
+    spec = yaml.safe_load((V2_DIR / "split_image_directory.yaml").read_text())
+    spec["inputs"]["fraction"].update(change)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "data").mkdir()
+    doc = {"type": "pipeline", "inputs": {"images": {"type": "uri_folder", "path": str(tmp_path / "data")}},
+           "jobs": {"job": {"type": "command", "component": str(tmp_path / "spec.yaml"),
+                            "inputs": {"input_path": "${{parent.inputs.images}}"}}}}
+    (tmp_path / "pipeline.yml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError) as refused:
+        run_pipeline(tmp_path / "pipeline.yml", {}, runs_dir=tmp_path / "runs", echo=lambda *_: None)
+    message = str(refused.value)
+    assert "\n" not in message and "input 'fraction'" in message and says in message and "fix the component spec" \
+        in message, message
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--epochs", "0"], "argument --epochs: 0 is outside the valid range [1, 10000]"),
+    (["--model-name", "bogus"], "argument --model-name: 'bogus' is not one of"),
+    (["--nodes", "0"], "0 is outside the valid range [1, inf]"),
+    (["--out", "/nonexistent-folder/job.yml"], "--out: the folder /nonexistent-folder does not exist"),
+])
+def test_the_sdk_script_refuses_what_the_components_refuse_in_one_line(argv, says):
+    """Its flags parse as the component parameters they feed, so a bad value never reaches a workspace."""
+    result = subprocess.run([sys.executable, str(REPO / "pipelines" / "image_classification.py"), "--validate", *argv],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: image_classification.py: ") and says in line, line
+
+
+# ---- what the review of the runner, demo and register found ----
+
+def test_an_empty_data_path_is_refused_not_read_as_the_current_folder(tmp_path):
+    path = _one_job_pipeline(tmp_path, "convert_to_image_directory", "max_extracted_gb")
+    doc = yaml.safe_load(path.read_text())
+    with pytest.raises(UserError, match=r"^--set inputs.input_path: '' is empty; give a local folder or file$"):
+        run_pipeline(path, {"input_path": ""}, runs_dir=tmp_path / "runs", echo=lambda *_: None)
+    assert "input_path" in doc["inputs"] and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("section, key, value, says", [
+    ("distribution", "process_count_per_instance", "abc", "expected an integer, got 'abc'"),
+    ("distribution", "process_count_per_instance", 0, "0 is outside the valid range [1, inf]"),
+    ("resources", "instance_count", "${{parent.inputs.nodes}}", "(from pipeline input nodes): expected an integer"),
+])
+def test_process_and_node_counts_are_checked_before_any_job(tmp_path, section, key, value, says):
+    path = _one_job_pipeline(tmp_path, "train_pytorch_model", "epochs")
+    doc = yaml.safe_load(path.read_text())
+    doc["inputs"]["nodes"] = "two"
+    doc["jobs"]["job"][section] = {key: value, **({"type": "pytorch"} if section == "distribution" else {})}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UserError, match=rf"^pipeline: job 'job' {section}\.{key} ") as refused:
+        run_pipeline(path, {}, runs_dir=tmp_path / "runs", echo=lambda *_: None)
+    assert says in str(refused.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_demo_refuses_a_pipeline_without_its_inputs_and_jobs_before_running(tmp_path):
+    from designer_resnet import demo
+
+    path = _one_job_pipeline(tmp_path, "split_image_directory", "fraction")
+    with pytest.raises(UserError, match=r"^--pipeline: .* lacks input train_images, .* job evaluate, which the demo"):
+        demo.main(["--pipeline", str(path), "--runs-dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_register_names_a_components_dir_that_is_not_a_folder(tmp_path):
+    from designer_resnet import register
+
+    with pytest.raises(UserError, match=r"^--components-dir: .*missing is not a folder; give the folder"):
+        register.main(["--dry-run", "--components-dir", str(tmp_path / "missing")])

@@ -178,3 +178,26 @@ def test_meta_without_a_type_is_refused(tmp_path):
     (tmp_path / "_meta.yaml").write_text(yaml.safe_dump({"kind": "ImageDirectory"}))
     with pytest.raises(UserError, match=r"has no 'type' field"):
         read_meta(tmp_path, input_name="x")
+
+
+def test_yaml_aliases_are_refused_before_anything_expands_them(tmp_path):
+    rungs = ["a0: &a0 [x, x]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 40)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(rungs) + "\n")  # 2**40 leaves once expanded
+    assert _refused(tmp_path / "bomb.yaml", "YAML") == (f"x: {tmp_path / 'bomb.yaml'} uses a YAML alias "
+                                                        f"(*name, line 2), which port files never need; {FIX}")
+    (tmp_path / "loop.yaml").write_text("a: &a [*a]\n")  # a list holding itself
+    assert " uses a YAML alias (*name, line 1)" in _refused(tmp_path / "loop.yaml", "YAML")
+
+
+def test_our_yaml_writer_spells_a_repeated_value_out_so_it_reads_back(tmp_path):
+    shared = [["Resize", [[8, 8]]]]
+    write_meta(tmp_path, {"type": "ImageDirectory", "extension": {"a": shared, "b": shared}})
+    assert "*" not in (tmp_path / "_meta.yaml").read_text()
+    assert read_meta(tmp_path)["extension"] == {"a": shared, "b": shared}
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "YAML"])
+def test_a_file_nested_thousands_deep_is_one_line_not_a_recursion_error(tmp_path, fmt):
+    (tmp_path / "deep").write_text("[" * 100_000)
+    assert _refused(tmp_path / "deep", fmt) == (f"x: {tmp_path / 'deep'} is nested too deeply to be a port file "
+                                                f"(hundreds of levels); {FIX}")

@@ -25,17 +25,19 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from .arguments import ComponentArgumentParser, boolean, float_in, int_in
+from .arguments import ComponentArgumentParser, azure_boolean, boolean, float_in, int_in
 from .errors import UserError
-from .specs import DESIGNER_PORT_TYPES, V2_PARAM_TYPE, flags
+from .specs import DESIGNER_PORT_TYPES, V2_DATA_TYPES, flags
 
 SOURCES = Path(__file__).resolve().parent / "components"
 # Sources use the designer-typed command syntax: `{inputs.x}`, `[optional block]`.
 SOURCE_SYNTAX = "typed"
 LOCAL_OPTIONS = "local_options"
 _INTEGER, _FLOAT, _BOOLEAN, _STRING, _ENUM = "Integer", "Float", "Boolean", "String", "Enum"
-# A v2 spec's parameter type back to the designer's (an Enum is a v2 string with `enum`).
-_DESIGNER_TYPE = {"integer": _INTEGER, "number": _FLOAT, "boolean": _BOOLEAN, "string": _STRING}
+# Every spelling of a parameter type azure-ai-ml loads, in either flavour (any case), as the designer names it.
+_PARAMETER_TYPES = {"integer": _INTEGER, "number": _FLOAT, "float": _FLOAT, "double": _FLOAT, "boolean": _BOOLEAN,
+                    "string": _STRING, "enum": _ENUM}
+_PORT_TYPES = {t.lower() for t in (*DESIGNER_PORT_TYPES, *V2_DATA_TYPES)}
 
 
 def names() -> list[str]:
@@ -52,10 +54,22 @@ def load(name: str) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def _parameter_type(entry) -> str | None:
+    """The designer's name of a parameter's type; None for a folder port; UserError for anything else."""
+    if not isinstance(entry, dict):
+        raise UserError(f"it must be a mapping with a `type`, got {entry!r}")
+    kind = str(entry.get("type", "")).lower()
+    if kind in _PORT_TYPES:
+        return None
+    if kind in _PARAMETER_TYPES:
+        return _PARAMETER_TYPES[kind]
+    raise UserError(f"type {entry.get('type')!r} is neither a parameter type ({', '.join(sorted(_PARAMETER_TYPES))}) "
+                    f"nor a folder port type")
+
+
 def is_port(entry: dict) -> bool:
-    """True for a folder port (any designer port type, or a v2 data type), False for a parameter."""
-    kind = str(entry.get("type", ""))
-    return kind in DESIGNER_PORT_TYPES or (kind not in V2_PARAM_TYPE and kind not in _DESIGNER_TYPE)
+    """True for a folder port (a designer port type or a v2 data type), False for a parameter; UserError otherwise."""
+    return _parameter_type(entry) is None
 
 
 def parameters(name: str) -> dict[str, dict]:
@@ -86,18 +100,46 @@ def _enum(choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-def value_parser(entry: dict) -> Callable[[str], Any]:
-    """Text -> value, as a spec entry of either flavour declares it; argparse.ArgumentTypeError when it may not be."""
-    kind = str(entry.get("type"))
-    kind = _DESIGNER_TYPE.get(kind, kind)
+def _bounds(entry: dict) -> tuple[float | None, float | None]:
+    """The entry's (min, max) as numbers; UserError for a bound that is not one, or min above max."""
+    bounds = []
+    for key in ("min", "max"):
+        value = entry.get(key)
+        try:
+            bounds.append(None if value is None else float(value))
+        except (TypeError, ValueError):
+            raise UserError(f"its {key} {value!r} is not a number") from None
+    low, high = bounds
+    if low is not None and high is not None and low > high:
+        raise UserError(f"its min {entry['min']} is above its max {entry['max']}")
+    return low, high
+
+
+def _whole(bound: float | None) -> int | float | None:
+    return int(bound) if bound is not None and bound.is_integer() else bound
+
+
+def value_parser(entry: dict, *, azure: bool = False) -> Callable[[str], Any]:
+    """Text -> value, as a spec entry of either flavour declares it; argparse.ArgumentTypeError when it may not be.
+
+    `azure`: judge as Azure ML judges a pipeline's value (a Boolean is true or false,
+    nothing else); entry modules are more lenient. UserError when the entry itself is
+    not a valid parameter (unknown type, enum not a list, a bound not a number, min > max).
+    """
+    kind = _parameter_type(entry)
+    if kind is None:
+        raise UserError("it is a folder port, not a parameter")
     if entry.get("enum") is not None or kind == _ENUM:
-        return _enum([str(v) for v in entry.get("enum") or []])
+        if not isinstance(entry.get("enum"), list) or not entry["enum"]:
+            raise UserError(f"its enum must be a list of values, got {entry.get('enum')!r}")
+        return _enum([str(v) for v in entry["enum"]])
+    low, high = _bounds(entry)
     if kind == _INTEGER:
-        return int_in(entry.get("min"), entry.get("max"))
+        return int_in(_whole(low), _whole(high))
     if kind == _FLOAT:
-        return float_in(entry.get("min"), entry.get("max"))
+        return float_in(low, high)
     if kind == _BOOLEAN:
-        return boolean
+        return azure_boolean if azure else boolean
     return str
 
 

@@ -7,24 +7,44 @@ reachable offline) -> Train PyTorch Model -> Score Image Model -> Evaluate Model
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 from . import assets
+from .arguments import ComponentArgumentParser, int_in
 from .data.sample import write_digits
 from .directories.dataframe_directory import read_dataframe_directory
+from .errors import UserError
+from .runner.graph import load_pipeline
 from .runner.run import run_pipeline
 
 PIPELINE = f"{assets.PIPELINES}/image_classification.yml"
+# What the demo sets and reads: a --pipeline of the user's must have these inputs and jobs.
+DEMO_INPUTS = ("train_images", "test_images", "model_name", "pretrained", "epochs", "batch_size", "learning_rate",
+               "resize_size", "crop_size", "horizontal_flip")
+DEMO_JOBS = ("train", "score", "evaluate")
+
+
+def _check_pipeline(path: str) -> None:
+    """A --pipeline of the user's has the demo's inputs and jobs: fail now, not after the whole run."""
+    pipeline = load_pipeline(path)
+    lacking = [f"input {n}" for n in DEMO_INPUTS if n not in (pipeline.doc.get("inputs") or {})]
+    lacking += [f"job {n}" for n in DEMO_JOBS if n not in pipeline.nodes]
+    if lacking:
+        raise UserError(f"--pipeline: {path} lacks {', '.join(lacking)}, which the demo sets or reads; give a copy "
+                        f"of {PIPELINE} (or leave --pipeline out)")
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="designer-resnet demo", description=__doc__.splitlines()[0])
+    p = ComponentArgumentParser(prog="designer-resnet demo", description=__doc__.splitlines()[0])
     p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
+    p.add_argument("--epochs", type=int_in(1), default=6, help="training epochs (default 6)")
     p.add_argument("--pipeline", default=None, help=f"pipeline YAML (default: the package's {PIPELINE})")
     args = p.parse_args(argv)
+    if args.pipeline is not None:
+        if not args.pipeline.strip():
+            p.error("--pipeline is empty; give a pipeline YAML or leave --pipeline out")
+        _check_pipeline(args.pipeline)
     data = Path(args.runs_dir).resolve() / "sample_digits"
     if not (data / "train").exists():
         n = write_digits(data / "train", test_folder=data / "test")

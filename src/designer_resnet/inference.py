@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 
+from .errors import UserError
 from .models.model_directory import TrainedModel
 from .transforms.ledger import Ledger
 from .transforms.ops import DETERMINISTIC_OPS, image_pipeline, tensor_pipeline
@@ -84,7 +85,11 @@ class Predictor:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
             logits = self.net(batch)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        if not np.isfinite(probs).all():  # NaN or infinite logits: broken weights, not an answer
+            raise UserError("trained_model: the model outputs NaN (its weights or an activation are not finite numbers, "
+                            "as after training diverged); retrain it, e.g. with a lower learning rate")
+        return probs
 
     def predict(self, images: Iterable, *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Class probabilities (images × classes) for PIL images, in order.

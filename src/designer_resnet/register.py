@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from . import assets
+from .arguments import ComponentArgumentParser
 from .errors import UserError
 from .workspace import ml_client
 
@@ -26,6 +27,8 @@ def load_specs(folder: Path, *, typed: bool = False) -> list:
         os.environ["AZURE_ML_INTERNAL_COMPONENTS_ENABLED"] = "true"
     from azure.ai.ml import load_component
 
+    if not folder.is_dir():
+        raise UserError(f"--components-dir: {folder} is not a folder; give the folder of component specs")
     specs = sorted(folder.glob("*.yaml"))
     if not specs:
         raise UserError(f"--components-dir: no component specs (*.yaml) in {folder}")
@@ -45,7 +48,7 @@ def load_specs(folder: Path, *, typed: bool = False) -> list:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="designer-resnet register", description=__doc__.splitlines()[0])
+    p = ComponentArgumentParser(prog="designer-resnet register", description=__doc__.splitlines()[0])
     p.add_argument("--subscription")
     p.add_argument("--resource-group")
     p.add_argument("--workspace")

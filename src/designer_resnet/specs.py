@@ -25,6 +25,8 @@ DESIGNER_PORT_TYPES = ("AnyDirectory", "ImageDirectory", "UntrainedModelDirector
 # v2 type of each designer folder type; every other folder is a uri_folder.
 V2_PORT_TYPE = {"ModelDirectory": "mlflow_model"}
 V2_FOLDER = "uri_folder"
+# Every v2 data (port) type azure-ai-ml knows for a component input or output.
+V2_DATA_TYPES = ("uri_folder", "uri_file", "mltable", "mlflow_model", "custom_model", "triton_model", "path")
 # Designer parameter type -> v2 input type (an Enum is a v2 string with `enum`).
 V2_PARAM_TYPE = {"Integer": "integer", "Float": "number", "Boolean": "boolean", "String": "string", "Enum": "string"}
 # A designer-typed spec is named <v2 name><TYPED_SUFFIX>, so both flavours register in one workspace.

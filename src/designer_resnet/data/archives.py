@@ -21,6 +21,10 @@ declare nothing trustworthy):
 
 Zip members whose data overlap in the file (the trick of non-recursive zip
 bombs, which Python's zipfile does not catch) are refused too.
+
+What a reader then copies out of the extracted files (Convert, through an
+ImageDirectory's `images.lst`, which may name one file many times) is held to
+the same `max_bytes` and ratio limits: `check_copy_total`, before any copy.
 """
 
 from __future__ import annotations
@@ -94,6 +98,21 @@ def extract_archive(archive: Path, dest: Path, *, input_name: str = "input", max
         raise UserError(f"{what} is corrupt or truncated ({exc}); re-create the archive or upload it again") from None
 
 
+def check_copy_total(archive: Path, total: int, *, input_name: str = "input", max_bytes: int | None = None,
+                     note: str = "") -> None:
+    """Refuse copying `total` bytes of files extracted from `archive`: the archive limits bound copies too.
+
+    An image list may name one small file many times; without this, a 1 MiB
+    archive could make its reader write hundreds of times its size. `note`
+    says more about the list (how often one file repeats).
+    """
+    budget = _Budget(archive, DEFAULT_MAX_EXTRACTED_GB * GIB if max_bytes is None else max_bytes,
+                     f"{input_name}: archive {archive.name}", doing=f"lists files to copy{note}: {_size(total)},",
+                     ratio="an expansion",
+                     fix="list each image once, or if the data is genuine, give it as a folder instead")
+    budget.check_total(total)
+
+
 def _starts_like_zip(archive: Path) -> bool:
     with open(archive, "rb") as fp:
         return fp.read(4) == b"PK\x03\x04"
@@ -114,23 +133,28 @@ def _size(n: int) -> str:
 
 
 class _Budget:
-    """The bytes an archive may still write; raises a UserError past any limit."""
+    """The bytes an archive may still write; raises a UserError past any limit.
 
-    def __init__(self, archive: Path, max_bytes: int, what: str):
+    `doing` says what writes them and `ratio` what the ratio limit bounds (an extraction's, unless told);
+    `fix` is what to do past the ratio.
+    """
+
+    def __init__(self, archive: Path, max_bytes: int, what: str, doing: str = "extracts to",
+                 ratio: str = "a compression ratio",
+                 fix: str = "if it is genuine, extract it yourself and give the folder instead"):
         self.archive_size = archive.stat().st_size
         self.by_ratio = max(MAX_RATIO * self.archive_size, RATIO_FREE_BYTES)
         self.max_bytes = max_bytes
-        self.what = what
+        self.what, self.doing, self.ratio, self.fix = what, doing, ratio, fix
         self.written = 0
 
     def check_total(self, total: int) -> None:
         if total > self.max_bytes:
-            raise UserError(f"{self.what} extracts to more than {_size(self.max_bytes)}, the max_extracted_gb limit; "
+            raise UserError(f"{self.what} {self.doing} more than {_size(self.max_bytes)}, the max_extracted_gb limit; "
                             "raise max_extracted_gb if the data really is that large")
         if total > self.by_ratio:
-            raise UserError(f"{self.what} extracts to more than {_size(self.by_ratio)} from {_size(self.archive_size)}, "
-                            f"a compression ratio over {MAX_RATIO}x that photos never reach (an archive bomb?); "
-                            "if it is genuine, extract it yourself and give the folder instead")
+            raise UserError(f"{self.what} {self.doing} more than {_size(self.by_ratio)} from "
+                            f"{_size(self.archive_size)}, {self.ratio} over {MAX_RATIO}x that photos never reach (an archive bomb?); {self.fix}")
 
     def check_disk(self, total: int, dest: Path) -> None:
         free = shutil.disk_usage(dest).free

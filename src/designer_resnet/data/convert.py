@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -16,7 +18,7 @@ from ..directories.image_directory import (
     META_FILE, ImageDirectory, ImageDirectoryWriter, is_image_name, is_junk, scan_image_folder)
 from ..errors import UserError
 from ..parallel import PROGRESS_MIN, ordered_map
-from .archives import DEFAULT_MAX_EXTRACTED_GB, GIB, extract_archive, find_archive
+from .archives import DEFAULT_MAX_EXTRACTED_GB, GIB, check_copy_total, extract_archive, find_archive
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *
                                max_extracted_gb: float = DEFAULT_MAX_EXTRACTED_GB) -> ConvertReport:
     """Convert `input_path` (folder, archive, or folder holding one archive) into `output_dir`.
 
-    An archive may extract to at most `max_extracted_gb` GiB (see `archives` for its other limits).
+    An archive may extract to at most `max_extracted_gb` GiB (see `archives` for its other limits), and the
+    files its image list names may total no more: a list naming one file many times is no way around them.
     """
     source = Path(input_path)
     if not source.exists():
@@ -71,18 +74,22 @@ def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *
         raise UserError(f"input_path: {source} is empty; give a folder of images or an archive")
     with StagedOutput(output_dir, output_name="output_path") as stage:
         archive = find_archive(source)
+        max_bytes = int(max_extracted_gb * GIB)
+        check_copies = None
         if archive is not None:
             log.info("extracting %s", archive.name)
             source = stage.scratch()
-            extract_archive(archive, source, input_name="input_path", max_bytes=int(max_extracted_gb * GIB))
+            extract_archive(archive, source, input_name="input_path", max_bytes=max_bytes)
+            check_copies = partial(check_copy_total, archive, input_name="input_path", max_bytes=max_bytes)
         elif source.is_file():
             raise UserError(f"input_path: {source.name} is neither a folder nor a zip/tar/gz/bz2 archive; "
                             "give a folder of images or an archive")
-        report = _convert_folder(find_data_root(source), stage.path, workers)
+        report = _convert_folder(find_data_root(source), stage.path, workers, check_copies)
     return report
 
 
-def _convert_folder(root: Path, out: Path, workers: int | None) -> ConvertReport:
+def _convert_folder(root: Path, out: Path, workers: int | None, check_copies=None) -> ConvertReport:
+    """Copy the images `root` holds into `out`; `check_copies(total, note=...)`, if given, vets the bytes first."""
     report = ConvertReport()
     if (root / META_FILE).exists():
         source = ImageDirectory.load(root, input_name="input_path")
@@ -92,10 +99,14 @@ def _convert_folder(root: Path, out: Path, workers: int | None) -> ConvertReport
         source = ImageDirectory(root, scan.rows, scan.categories, label_column="category" if scan.categories else None,
                                 input_name="input_path")
         ignored = scan.ignored
+        _warn_loose_images(root, source)
     report.skipped.extend((str(p.relative_to(root)), "not an image file type") for p in ignored)
     if not source.rows:
         raise UserError(f"input_path: no image files found in {root}; supported types are "
                         ".jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp")
+    if check_copies is not None:
+        total, repeats = _listed_bytes(source)
+        check_copies(total, note=f" (one file {repeats} times)" if repeats > 1 else "")
     # An ImageDirectory given again keeps its ledger: its files are copied as they are.
     writer = ImageDirectoryWriter(out, source.categories, extension=source.extension)
 
@@ -131,3 +142,32 @@ def _convert_folder(root: Path, out: Path, workers: int | None) -> ConvertReport
     report.labelled = source.labelled
     report.categories = source.categories
     return report
+
+
+def _listed_bytes(source: ImageDirectory) -> tuple[int, int]:
+    """(bytes the rows' files total, counted once per row; most rows naming one file): one stat per row."""
+    total, files = 0, Counter()
+    for row in source.rows:
+        try:
+            info = source.image_path(row).stat()
+        except OSError:
+            continue  # copy_one reports it
+        total += info.st_size
+        files[(info.st_dev, info.st_ino)] += 1
+    return total, max(files.values(), default=0)
+
+
+def _warn_loose_images(root: Path, source: ImageDirectory) -> None:
+    """Say why a folder with class sub-folders came out unlabelled: images lie beside the sub-folders."""
+    if source.labelled:
+        return
+    names = [source.relative_path(row) for row in source.rows]
+    loose = [n for n in names if "/" not in n]
+    folders = sorted({n.split("/", 1)[0] for n in names if "/" in n})
+    if not loose or not folders:
+        return
+    log.warning("input_path: %d image(s) lie at the top of %s beside %d sub-folder(s) of images (%s%s), so the set "
+                "is UNLABELLED (sub-folders name classes only when every image is in one): for a labelled set, move "
+                "%s%s into its class folder or delete it, and convert again", len(loose), root, len(folders),
+                ", ".join(folders[:5]), ", ..." if len(folders) > 5 else "", ", ".join(loose[:3]),
+                ", ..." if len(loose) > 3 else "")

@@ -2,14 +2,18 @@
 
 Each failure is one UserError line, `<input_name>: <path> <what is wrong>; <fix>`:
 `does not exist`, `is a folder`, `cannot be read (<reason>)`, `is not valid JSON|YAML (<parser's words>)`,
-`is not a JSON object|YAML mapping|... (it holds a <type>)`. YAML is read with yaml.safe_load only.
+`is not a JSON object|YAML mapping|... (it holds a <type>)`, `uses YAML aliases ...`, `is nested too deeply ...`.
+
+YAML is read with a SafeLoader that refuses aliases: an alias repeats a node without repeating its text, so a file
+of a few hundred bytes can stand for billions of values, and every later walk over it (validation, a digest, a copy)
+pays for all of them. Nothing we or the built-in modules write uses one, and `write_port_yaml` never emits one.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import yaml
 
@@ -18,6 +22,31 @@ from ..errors import UserError
 _REFUSE = object()
 _FORMATS = ("JSON", "YAML")
 _SHAPES = {dict: {"JSON": "JSON object", "YAML": "YAML mapping"}, list: {"JSON": "JSON list", "YAML": "YAML list"}}
+
+
+class _AliasRefused(Exception):
+    pass
+
+
+class _PortLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing the first alias before it is expanded anywhere."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+class _PortDumper(yaml.SafeDumper):
+    """yaml.safe_dump's dumper, writing a value seen twice twice rather than as an alias our reader refuses."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def write_port_yaml(content, f: IO[str]) -> None:
+    """Write `content` as block-style YAML, keys in their order, without aliases (read_port_file refuses them)."""
+    yaml.dump(content, f, Dumper=_PortDumper, sort_keys=False, default_flow_style=False)
 
 
 def read_port_file(path: str | Path, fmt: str, *, input_name: str, fix: str, kind: type | None = dict,
@@ -39,9 +68,14 @@ def read_port_file(path: str | Path, fmt: str, *, input_name: str, fix: str, kin
             return missing
         raise _unreadable(path, exc, input_name, fix) from None
     try:
-        content = json.loads(text) if fmt == "JSON" else yaml.safe_load(text)
+        content = json.loads(text) if fmt == "JSON" else yaml.load(text, Loader=_PortLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise _bad(input_name, path, f"is not valid {fmt} ({_parser_words(exc)})", fix) from None
+    except _AliasRefused as exc:
+        problem = f"uses a YAML alias (*name, line {exc.args[0]}), which port files never need"
+        raise _bad(input_name, path, problem, fix) from None
+    except RecursionError:  # both parsers recurse once per level: a few KB of brackets exhaust the stack
+        raise _bad(input_name, path, "is nested too deeply to be a port file (hundreds of levels)", fix) from None
     if kind is not None and not isinstance(content, kind):
         raise _bad(input_name, path, f"is not a {_SHAPES[kind][fmt]} ({_found(content)})", fix)
     return content

@@ -18,6 +18,8 @@ import base64
 import io
 import json
 import os
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +43,31 @@ JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", ".i
 _SAMPLE_ROWS = 3
 _SAMPLE_EDGE = 128
 _REBUILD = "rebuild the folder with Convert to Image Directory"
+# What reading a listed image may raise for a bad file: decoder errors, and Pillow's decompression-bomb guard (its
+# warning, over Image.MAX_IMAGE_PIXELS, raised as an error here; its error at twice that).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+# Warning filters are the process's, not the thread's: threads that turn the bomb warning into an error take turns.
+_BOMB_FILTER = threading.Lock()
+
+
+class UnreadableImage(UserError):
+    """A listed image its reader refuses (undecodable, or over Pillow's pixel limit).
+
+    The message names the input, the file, its row id and the fix (what Train
+    stops with); `reason` is the short cause Score and Apply report beside the
+    id of a row they skip.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _open_guarded(path: Path) -> Image.Image:
+    """Image.open (header only), with Pillow's DecompressionBombWarning raised as an error."""
+    with _BOMB_FILTER, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def is_image_name(name: str) -> bool:
@@ -147,10 +174,38 @@ class ImageDirectory:
             return None
         return str(row[self.label_column])
 
+    def row_name(self, row: dict) -> str:
+        """How an error names a row: `<input>: <file> (row id <id>)`."""
+        return f"{self.input_name}: {self.relative_path(row)} (row id {row.get('id')})"
+
     def open_image(self, row: dict) -> Image.Image:
-        """Decode one row's image as RGB."""
-        with Image.open(self.image_path(row)) as img:
-            return img.convert("RGB")
+        """Decode one row's image as RGB: the one reader of listed images (Train, Apply, Score).
+
+        A file Pillow cannot decode, or one over its pixel limit, raises UnreadableImage.
+        """
+        path = self.image_path(row)
+        try:
+            with _open_guarded(path) as img:
+                return img.convert("RGB")
+        except DECODE_ERRORS as exc:
+            raise self._unreadable(row, exc) from None
+
+    def image_size(self, row: dict) -> tuple[int, int]:
+        """(width, height) of one row's image from its header (no decode); UnreadableImage as open_image."""
+        path = self.image_path(row)
+        try:
+            with _open_guarded(path) as img:
+                return img.size
+        except DECODE_ERRORS as exc:
+            raise self._unreadable(row, exc) from None
+
+    def _unreadable(self, row: dict, exc: Exception) -> UnreadableImage:
+        cause = exc.__class__.__name__
+        if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            cause += f": over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
+        return UnreadableImage(f"{self.row_name(row)} cannot be read ({cause}); remove it, or rebuild the set with "
+                               "Convert to Image Directory, which skips unreadable files",
+                               f"{exc.__class__.__name__}: {exc}")
 
     def non_image_columns(self) -> list[str]:
         """The schema's columns other than the image, in schema order (`id`, then `category` if labelled)."""

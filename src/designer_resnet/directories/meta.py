@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-import yaml
-
 from ..errors import UserError
-from .files import read_port_file
+from .files import read_port_file, write_port_yaml
 
 META_FILE = "_meta.yaml"
 # Our fields in a `_meta.yaml` `extension` (and a model_spec.yaml) live under this key; the built-ins ignore it.
@@ -50,7 +48,7 @@ def write_meta(path: str | Path, meta: dict) -> None:
     """Write `<path>/_meta.yaml` (the `type` key first, as the designer does)."""
     ordered = {"type": meta["type"], **{k: v for k, v in meta.items() if k != "type"}}
     with open(Path(path) / META_FILE, "w", encoding="utf-8") as f:
-        yaml.safe_dump(ordered, f, sort_keys=False, default_flow_style=False)
+        write_port_yaml(ordered, f)
 
 
 def safe_relative_path(name: str, *, what: str) -> PurePosixPath:

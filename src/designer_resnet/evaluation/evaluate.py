@@ -7,11 +7,11 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from ..directories import StagedOutput
 from ..directories.dataframe_directory import (
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 DATASET_NAMES = ("Scored dataset", "Scored dataset to compare")
 LABEL_FALLBACKS = ("category", "Label", "label")
 _LOG_EPS = 1e-15
+_PROB_SLACK = 1e-6  # float32 softmax rounding: 1.0000001 is still a probability
+# The most classes a plot shows. Beyond it each plot summarises (the most confused, the lowest F1) and
+# metrics.json holds every class: a figure 0.5 inch per class grows with the square of the classes.
+PLOT_CLASSES = 40
 
 
 def label_and_classes(df: pd.DataFrame, extension: dict, schema: dict,
@@ -63,39 +67,109 @@ def label_and_classes(df: pd.DataFrame, extension: dict, schema: dict,
 
 
 def compute_metrics(y_true: list[str], probs: np.ndarray, classes: list[str]) -> dict:
-    """Overall and per-class metrics, the confusion matrix, top-k and log loss."""
+    """Overall and per-class metrics, the confusion matrix, top-k and log loss.
+
+    Everything is counted from one confusion matrix (a bincount) and one pass
+    over `probs`, not one pass over the rows per class: thousands of classes
+    evaluate in seconds. A label outside `classes` counts as wrong and as no
+    class's support.
+    """
     classes = list(classes)
-    y_true = np.asarray([str(v) for v in y_true], dtype=object)
-    y_pred = np.asarray(classes, dtype=object)[probs.argmax(axis=1)]
-    n = len(y_true)
-    p_micro, r_micro, f_micro, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="micro", zero_division=0)
-    p_macro, r_macro, f_macro, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="macro", zero_division=0)
-    p_cls, r_cls, f_cls, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    c, n = len(classes), len(y_true)
+    index = {name: i for i, name in enumerate(classes)}
+    true_idx = np.array([index.get(str(v), -1) for v in y_true], dtype=np.int64)
+    pred_idx = probs.argmax(axis=1)
+    known = true_idx >= 0
+    counts = np.bincount(true_idx[known] * c + pred_idx[known], minlength=c * c).reshape(c, c)
+    tp = np.diag(counts).astype(np.float64)
+    support = counts.sum(axis=1)
+    predicted = np.bincount(pred_idx, minlength=c)  # rows of unknown labels are false positives too
+    precision = _ratio(tp, predicted)
+    recall = _ratio(tp, support)
+    f1 = _ratio(2 * tp, predicted + support)
     # One-vs-rest accuracy of each class, averaged: the designer's "Average Accuracy".
-    per_class_accuracy = [float(np.mean((y_true == c) == (y_pred == c))) for c in classes]
-    index = {c: i for i, c in enumerate(classes)}
-    true_idx = np.array([index.get(v, -1) for v in y_true])
-    p_true = np.where(true_idx >= 0, probs[np.arange(n), np.clip(true_idx, 0, None)], 0.0)
-    ranks = np.argsort(-probs, axis=1)
+    per_class_accuracy = (n - (predicted - tp) - (support - tp)) / n
+    p_true = np.where(known, probs[np.arange(n), np.clip(true_idx, 0, None)], 0.0)
+    # Classes scored above the true one: top-k holds when fewer than k are.
+    above = (probs > p_true[:, None]).sum(axis=1)
+    right, known_rows = tp.sum(), int(known.sum())
     overall = {
-        "Overall Accuracy": float(np.mean(y_true == y_pred)),
-        "Average Accuracy": float(np.mean(per_class_accuracy)),
-        "Micro Precision": float(p_micro), "Macro Precision": float(p_macro),
-        "Micro Recall": float(r_micro), "Macro Recall": float(r_macro),
-        "Micro F1": float(f_micro), "Macro F1": float(f_macro),
+        "Overall Accuracy": float(right / n),
+        "Average Accuracy": float(per_class_accuracy.mean()),
+        "Micro Precision": float(right / n), "Macro Precision": float(precision.mean()),
+        "Micro Recall": float(_ratio(right, known_rows)), "Macro Recall": float(recall.mean()),
+        "Micro F1": float(_ratio(2 * right, n + known_rows)), "Macro F1": float(f1.mean()),
         "Log Loss": float(-np.mean(np.log(np.clip(p_true, _LOG_EPS, 1.0)))),
     }
     for k in (1, 3, 5):
-        if k <= len(classes):
-            overall[f"Top-{k} Accuracy"] = float(np.mean((ranks[:, :k] == true_idx[:, None]).any(axis=1)))
+        if k <= c:
+            overall[f"Top-{k} Accuracy"] = float(np.mean(known & (above < k)))
     overall["Rows"] = n
     return {
         "overall": overall,
-        "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for c, p, r, f, s in zip(classes, p_cls, r_cls, f_cls, support)],
-        "confusion_matrix": {"labels": classes,
-                             "counts": confusion_matrix(y_true, y_pred, labels=classes).tolist()},
+        "per_class": [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for name, p, r, f, s in zip(classes, precision, recall, f1, support)],
+        "confusion_matrix": {"labels": classes, "counts": counts.tolist()},
     }
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    return np.divide(numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape),
+                     where=denominator != 0)
+
+
+def _probabilities(df: pd.DataFrame, columns: list[str], input_name: str) -> np.ndarray:
+    """The probability columns as floats (rows × classes); NaN where a row was not scored.
+
+    Numbers stored as text are read as numbers and an empty cell as not scored;
+    any other text, an infinity or a value outside 0-1 is refused, naming the cell.
+    """
+    text = [col for col in columns if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col])]
+    if text:
+        df = df[columns].copy()
+        for col in text:
+            raw = df[col]
+            blank = raw.isna() | raw.astype(str).str.strip().str.lower().isin(["", "nan", "none", "null"])
+            number = pd.to_numeric(raw.where(~blank), errors="coerce")
+            bad = number.isna() & ~blank
+            if bad.any() or pd.api.types.is_bool_dtype(raw):
+                row = int(np.argmax(bad.to_numpy())) if bad.any() else 0
+                raise UserError(f"{input_name}: column '{col}' holds {raw.iloc[row]!r} (row {row}), not a probability; "
+                                f"the '{PROBABILITY_PREFIX}<class>' columns must hold numbers from 0 to 1, as Score "
+                                "Image Model writes them: rescore the images or convert the column to numbers")
+            df[col] = number
+        log.warning("%s: %d probability column(s) stored as text (%s%s) read as numbers", input_name, len(text),
+                    text[0], ", ..." if len(text) > 1 else "")
+    probs = df[columns].to_numpy(dtype=np.float64)
+    bad = ~np.isnan(probs) & ~((probs >= -_PROB_SLACK) & (probs <= 1 + _PROB_SLACK))
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        raise UserError(f"{input_name}: column '{columns[col]}' holds {float(probs[row, col])!r} (row {row}), not a probability "
+                        f"from 0 to 1; the '{PROBABILITY_PREFIX}<class>' columns must hold the model's probabilities "
+                        "(softmax outputs), not scores or logits: rescore with Score Image Model")
+    return probs
+
+
+def _true_labels(column: pd.Series, classes: list[str]) -> pd.Series:
+    """The label column as class names (None where missing).
+
+    A label column of class indices or numbers turns into floats when one
+    label is missing (pandas has no missing integer): 3.0 reads as class "3".
+    """
+    known = set(classes)
+
+    def name(value) -> str:
+        text = str(value)
+        if text not in known and isinstance(value, (float, np.floating)) and float(value).is_integer():
+            whole = str(int(value))
+            return whole if whole in known else text
+        return text
+
+    present = column.notna()
+    mapping = {value: name(value) for value in column[present].unique()}
+    return column.map(mapping).where(present, None)
 
 
 def _evaluate_one(path: Path, input_name: str) -> dict:
@@ -103,20 +177,28 @@ def _evaluate_one(path: Path, input_name: str) -> dict:
     extension = read_meta(path, "DataFrameDirectory", input_name=input_name).get("extension") or {}
     schema = read_dataframe_schema(path, input_name=input_name)
     label, classes, probability_columns = label_and_classes(df, extension, schema, input_name)
-    probs = df[probability_columns].to_numpy(dtype=np.float64)
-    usable = ~np.isnan(probs).any(axis=1) & df[label].notna().to_numpy()
+    probs = _probabilities(df, probability_columns, input_name)
+    labels = _true_labels(df[label], classes)
+    usable = ~np.isnan(probs).any(axis=1) & labels.notna().to_numpy()
     if not usable.any():
         raise UserError(f"{input_name}: no row has both a label and scores; check the scored data")
     if not usable.all():
         log.warning("%s: %d row(s) without scores or label left out of the evaluation", input_name, int((~usable).sum()))
-    truth = [str(v) for v in df.loc[usable, label]]
+    truth = labels[usable].tolist()
     unknown = sorted(set(truth) - set(classes))
+    if len(unknown) == len(set(truth)):
+        raise UserError(f"{input_name}: none of the labels in column '{label}' ({_some(unknown)}) is a class of the "
+                        f"model that scored it ({_some(classes)}); score this data with a model trained on its "
+                        "classes, or connect the scored data of this model's own test set")
     if unknown:
         count = sum(t in unknown for t in truth)
-        log.warning("%s: %d row(s) have labels the model was not trained on (%s%s); they count as wrong, and the "
-                    "per-class table covers the model's classes only", input_name, count, ", ".join(unknown[:5]),
-                    ", ..." if len(unknown) > 5 else "")
+        log.warning("%s: %d row(s) have labels the model was not trained on (%s); they count as wrong, and the "
+                    "per-class table covers the model's classes only", input_name, count, _some(unknown))
     return compute_metrics(truth, probs[usable], classes)
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 @contextlib.contextmanager
@@ -143,13 +225,21 @@ def _pyplot():
 
 
 def plot_confusion(metrics: dict, path: Path, title: str) -> None:
+    """The confusion matrix as a PNG; beyond PLOT_CLASSES classes, only the most confused of them."""
     with _pyplot() as plt:
         _plot_confusion(plt, metrics, path, title)
 
 
 def _plot_confusion(plt, metrics: dict, path: Path, title: str) -> None:
     labels = metrics["confusion_matrix"]["labels"]
-    counts = np.array(metrics["confusion_matrix"]["counts"])
+    counts = np.asarray(metrics["confusion_matrix"]["counts"])
+    if len(labels) > PLOT_CLASSES:
+        shown = most_confused(counts, PLOT_CLASSES)
+        log.info("%s: %s shows the %d most confused of %d classes; the whole matrix is metrics.json's "
+                 "\"%s\" -> \"confusion_matrix\" (\"labels\", \"counts\": one row per true class)",
+                 title, path.name, len(shown), len(labels), title)
+        title = f"{title}: the {len(shown)} most confused of {len(labels)} classes"
+        labels, counts = [labels[i] for i in shown], counts[np.ix_(shown, shown)]
     side = max(4, 0.5 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(counts, cmap="Blues")
@@ -167,26 +257,68 @@ def _plot_confusion(plt, metrics: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def most_confused(counts: np.ndarray, k: int) -> list[int]:
+    """Indices (sorted) of k classes: those of the largest off-diagonal cells first, then those with most errors."""
+    errors = counts.copy()
+    np.fill_diagonal(errors, 0)
+    rows, cols = np.nonzero(errors)
+    chosen: dict[int, None] = {}  # insertion-ordered set
+    for cell in np.argsort(-errors[rows, cols], kind="stable"):
+        if len(chosen) >= k:
+            break
+        chosen.update({int(rows[cell]): None, int(cols[cell]): None})
+    for i in np.argsort(-(errors.sum(axis=0) + errors.sum(axis=1)), kind="stable"):
+        if len(chosen) >= k:
+            break
+        chosen.setdefault(int(i), None)
+    return sorted(list(chosen)[:k])
+
+
 def plot_per_class(results: list[dict], path: Path) -> None:
+    """Precision, recall and F1 per class; beyond PLOT_CLASSES classes, the ones with the lowest F1."""
     with _pyplot() as plt:
         _plot_per_class(plt, results, path)
 
 
 def _plot_per_class(plt, results: list[dict], path: Path) -> None:
-    fig, axes = plt.subplots(len(results), 1, figsize=(max(6, 0.6 * len(results[0]["per_class"]) + 2), 3.5 * len(results)),
-                             squeeze=False)
+    width = min(len(results[0]["per_class"]), PLOT_CLASSES)
+    fig, axes = plt.subplots(len(results), 1, figsize=(max(6, 0.6 * width + 2), 3.5 * len(results)), squeeze=False)
     for ax, result, name in zip(axes[:, 0], results, DATASET_NAMES):
         rows = result["per_class"]
+        if len(rows) > PLOT_CLASSES:
+            log.info("%s: %s shows the %d classes with the lowest F1 of %d; metrics.json's \"%s\" -> \"per_class\" "
+                     "has every class", name, path.name, PLOT_CLASSES, len(rows), name)
+            lowest = sorted(np.argsort([r["f1"] for r in rows], kind="stable")[:PLOT_CLASSES])
+            ax.set_title(f"{name}: the {PLOT_CLASSES} classes with the lowest F1 of {len(rows)}")
+            rows = [rows[i] for i in lowest]
+        else:
+            ax.set_title(name)
         x = np.arange(len(rows))
         for offset, key in ((-0.27, "precision"), (0.0, "recall"), (0.27, "f1")):
             ax.bar(x + offset, [r[key] for r in rows], width=0.27, label=key)
         ax.set_xticks(x, [r["class"] for r in rows], rotation=90)
         ax.set_ylim(0, 1.05)
-        ax.set_title(name)
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def write_metrics(path: Path, results: dict[str, dict]) -> None:
+    """metrics.json: indented, except that each confusion-matrix row is one line.
+
+    json's indenting encoder is pure Python: the 4 million cells of 2,000
+    classes, one per line, took 20 s. Rows go through the C encoder instead.
+    """
+    shell, rows = {}, {}
+    for name, result in results.items():
+        token = json.dumps(f"confusion-matrix-rows-{uuid.uuid4().hex}")  # no class name or number can equal it
+        rows[token] = result["confusion_matrix"]["counts"]
+        shell[name] = {**result, "confusion_matrix": {**result["confusion_matrix"], "counts": json.loads(token)}}
+    text = json.dumps(shell, indent=1)
+    for token, counts in rows.items():
+        text = text.replace(token, "[\n" + ",\n".join(map(json.dumps, counts)) + "\n]", 1)
+    path.write_text(text, encoding="utf-8")
 
 
 def evaluate_model(scored: str | Path, output_dir: str | Path, *, compare: str | Path | None = None) -> list[dict]:
@@ -197,8 +329,7 @@ def evaluate_model(scored: str | Path, output_dir: str | Path, *, compare: str |
     table = pd.DataFrame([{"Dataset": name, **r["overall"]} for name, r in zip(DATASET_NAMES, results)])
     with StagedOutput(output_dir, output_name="evaluation_results") as stage:
         write_dataframe_directory(stage.path, table)
-        with open(stage.path / "metrics.json", "w", encoding="utf-8") as f:
-            json.dump({name: r for name, r in zip(DATASET_NAMES, results)}, f, indent=1)
+        write_metrics(stage.path / "metrics.json", dict(zip(DATASET_NAMES, results)))
         for i, (name, r) in enumerate(zip(DATASET_NAMES, results)):
             plot_confusion(r, stage.path / ("confusion_matrix.png" if i == 0 else "confusion_matrix_to_compare.png"), name)
         plot_per_class(results, stage.path / "per_class_metrics.png")

@@ -21,10 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from ..directories.files import read_port_file
+from ..directories.files import read_port_file, write_port_yaml
 from ..directories.meta import EXTENSION_KEY, inside_path, meta_file, read_meta, write_meta
 from ..errors import UserError
 from ..transforms.ops import validate_ops
@@ -43,6 +42,9 @@ _BUILTIN_PACKAGE = "azureml.designer.modules.dl.pytorch.initialize_models.vision
 BUILTIN_CLASSES = {(f"{_BUILTIN_PACKAGE}.resnet", "ResNet"): "ResNet",
                    (f"{_BUILTIN_PACKAGE}.densenet", "DenseNet"): "DenseNet"}
 _BUILTIN_OF_FAMILY = {family: key for key, family in BUILTIN_CLASSES.items()}
+# Each family's classifier weight (out_features x in_features), unprefixed; the built-in's pre-trained stack's own.
+_HEAD_WEIGHT = {"ResNet": "fc.weight", "DenseNet": "classifier.weight"}
+_STACKED_HEAD_WEIGHT = "out_linear_model.weight"
 # The one pre-processor the built-in Score constructs: ToTensor, then Normalize(mean, std).
 NORMALIZER = ("azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor", "ImageNormalizer")
 BUILTIN_MEAN_STD = [0.5, 0.5, 0.5]
@@ -115,7 +117,7 @@ def _spec(family: str, builtin_params: dict, ours: dict) -> dict:
 def _write(path: Path, spec: dict, state: dict) -> None:
     torch.save(_prefixed(state), path / MODEL_FILE)
     with open(path / MODEL_SPEC, "w", encoding="utf-8") as f:
-        yaml.safe_dump(spec, f, sort_keys=False)
+        write_port_yaml(spec, f)
     write_meta(path, {"type": "ModelDirectory", "extension": {}, "model": MODEL_SPEC})
 
 
@@ -178,7 +180,9 @@ def _identify(spec: dict, input_name: str) -> tuple[str, dict]:
     if isinstance(ours, dict):
         family, params = ours.get("family"), ours.get("init_params")
     else:
-        family, params = BUILTIN_CLASSES.get((extras.get("module"), extras.get("class"))), extras.get("init_params")
+        named = (extras.get("module"), extras.get("class"))
+        family = BUILTIN_CLASSES.get(named) if all(isinstance(n, str) for n in named) else None
+        params = extras.get("init_params")
     if family is None or not isinstance(params, dict):
         found = f"{extras.get('module')}.{extras.get('class')}"
         raise UserError(f"{input_name}: the model class {found} is neither ours nor a built-in ResNet or DenseNet; "
@@ -237,7 +241,11 @@ def _triple(value, what: str, input_name: str) -> list[float]:
 def _our_preprocess(ours: dict, input_name: str) -> dict:
     pre = ours.get("preprocess") if isinstance(ours.get("preprocess"), dict) else {}
     transforms = validate_ops(pre.get("transforms") or [], input_name=f"{input_name} pre-processing")
-    return {"transforms": transforms, "from_training_data": int(pre.get("from_training_data") or 0),
+    baked = pre.get("from_training_data") or 0
+    if isinstance(baked, bool) or not isinstance(baked, int) or not 0 <= baked <= len(transforms):
+        raise UserError(f"{input_name}: {MODEL_SPEC} preprocess.from_training_data {str(baked)[:40]!r} is not a whole "
+                        f"number from 0 to {len(transforms)} (its transforms); retrain the model")
+    return {"transforms": transforms, "from_training_data": baked,
             "mean": _triple(pre.get("mean"), "mean", input_name), "std": _triple(pre.get("std"), "std", input_name)}
 
 
@@ -248,35 +256,68 @@ def read_trained(path: str | Path, *, input_name: str = "trained_model") -> Trai
     if not spec.get("label_map_file"):
         raise UserError(f"{input_name}: {path} is an untrained model; train it with Train PyTorch Model first")
     family, params = _identify(spec, input_name)
-    categories = _read_label_map(_inside(path, spec["label_map_file"], input_name), input_name)
-    state = load_weights(_inside(path, spec.get("model_file") or MODEL_FILE, input_name), what=input_name)
+    model_file = spec.get("model_file") or MODEL_FILE
+    state = load_weights(_inside(path, model_file, input_name), what=input_name)
     ours = spec.get(EXTENSION_KEY)
-    if not isinstance(ours, dict) and params.get("pretrained"):
-        # The built-in Train's pre-trained model: the ImageNet network, then a 1000 -> N layer.
+    # The built-in Train's pre-trained model: the ImageNet network, then a 1000 -> N layer.
+    stacked = not isinstance(ours, dict) and bool(params.get("pretrained"))
+    if not stacked:
+        state = _unprefixed(state, input_name)
+    head = state.get(_STACKED_HEAD_WEIGHT if stacked else _HEAD_WEIGHT[family])
+    if head is None or head.dim() != 2:
+        raise UserError(f"{input_name}: {model_file} has no {params['model_name']} classifier layer; retrain the model")
+    # The label map is read against the weights' head, so a crafted one is refused before any layer is built for it.
+    categories = _read_label_map(_inside(path, spec["label_map_file"], input_name), input_name, classes=head.shape[0])
+    if stacked:
         model: nn.Module = StackedHead(build_backbone(params["model_name"], params), len(categories))
     else:
         model = build_model(params["model_name"], len(categories), params)
-        state = _unprefixed(state, input_name)
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise UserError(f"{input_name}: {spec.get('model_file') or MODEL_FILE} does not match {params['model_name']} "
+        raise UserError(f"{input_name}: {model_file} does not match {params['model_name']} "
                         f"with {len(categories)} classes; retrain the model") from None
     preprocess = _our_preprocess(ours, input_name) if isinstance(ours, dict) else _builtin_preprocess(spec, input_name)
     return TrainedModel(model.eval(), categories, preprocess, spec)
 
 
-def _read_label_map(path: Path, input_name: str) -> list[str]:
+def _read_label_map(path: Path, input_name: str, *, classes: int) -> list[str]:
+    """The class names by index; `classes`, the model's outputs, is how many there must be (read no further)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+            body = _label_rows(csv.reader(f), path, input_name, classes)
     except FileNotFoundError:
         raise UserError(f"{input_name}: {path.name} is missing; retrain the model") from None
-    body = [r for r in rows[1:] if r]
-    try:
-        ordered = sorted(body, key=lambda r: int(r[0]))
-    except (ValueError, IndexError):
-        raise UserError(f"{input_name}: {path.name} must have rows 'index,label'") from None
-    if [int(r[0]) for r in ordered] != list(range(len(ordered))) or not ordered:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{input_name}: {path.name} cannot be read as CSV ({str(exc) or exc.__class__.__name__}); "
+                        "retrain the model") from None
+    if [r[0] for r in body] != list(range(len(body))) or not body:
         raise UserError(f"{input_name}: {path.name} must number its labels 0..n-1")
-    return [r[1] for r in ordered]
+    if len(body) != classes:
+        raise UserError(f"{input_name}: {path.name} has {len(body)} labels but the model has {classes} outputs; "
+                        "retrain the model")
+    labels = [r[1] for r in body]
+    first_at: dict[str, int] = {}
+    for index, label in enumerate(labels):
+        if label in first_at:
+            raise UserError(f"{input_name}: {path.name} names the class {label[:60]!r} twice (indexes "
+                            f"{first_at[label]} and {index}), so one output would have no column; retrain the model")
+        first_at[label] = index
+    return labels
+
+
+def _label_rows(reader, path: Path, input_name: str, classes: int) -> list[tuple[int, str]]:
+    """(index, label) of each non-empty row after the header, sorted by index; at most `classes` rows are read."""
+    next(reader, None)
+    body = []
+    for row in reader:
+        if not row:
+            continue
+        if len(body) == classes:
+            raise UserError(f"{input_name}: {path.name} has more labels than the model's {classes} outputs; "
+                            "retrain the model")
+        try:
+            body.append((int(row[0]), row[1]))
+        except (ValueError, IndexError):
+            raise UserError(f"{input_name}: {path.name} must have rows 'index,label'") from None
+    return sorted(body)

@@ -18,6 +18,9 @@ from ..specs import ANY_PORT, command_template, flavour, placeholders, port_type
 
 FILE_PREFIX = "file:"
 _BINDING = re.compile(r"^\$\{\{\s*parent\.(inputs|jobs)\.([\w-]+)(?:\.outputs\.([\w-]+))?\s*\}\}$")
+# What Azure ML accepts as a node name (azure.ai.ml._utils.utils.is_valid_node_name); the name is also the
+# job's folder under runs/<run id>/, so nothing else may reach the file system.
+JOB_NAME = re.compile(r"[a-z_][a-z0-9_]{0,254}")
 
 
 @dataclass
@@ -72,6 +75,11 @@ def load_pipeline(path: str | Path) -> Pipeline:
     nodes = {}
     specs: dict[Path, dict] = {}  # a spec many jobs share is read once
     for name, job in jobs.items():
+        if not isinstance(name, str) or not JOB_NAME.fullmatch(name):
+            shown = repr(name) if len(str(name)) <= 80 else f"{str(name)[:80]!r}..."
+            raise UserError(f"pipeline: {path}: job name {shown} is not one Azure ML accepts; use lowercase "
+                            "letters, digits and _, starting with a letter or _, at most 255 characters "
+                            "(e.g. convert_train)")
         if not isinstance(job, dict):
             raise UserError(f"pipeline: job {name!r} must be a mapping with a `component`, got {job!r}")
         inputs = job.get("inputs") or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -18,7 +19,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+from ..arguments import int_in
 from ..component_source import is_port, value_parser
 from ..errors import UserError
 from ..parallel import processes_per_node
@@ -31,6 +34,11 @@ LOG = "log.txt"
 DONE = ".done"
 TAIL_LINES = 20
 DATA_TYPES = ("uri_folder", "uri_file")
+# Values are pasted into a command line; one this long is a mistake (a path is at most 4,096 characters),
+# and the operating system refuses an argument over 128 KiB only when the job starts.
+MAX_VALUE_CHARS = 10_000
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,13 +55,30 @@ class RunResult:
     nodes: dict[str, NodeResult] = field(default_factory=dict)
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """`text` as an error line shows it: repr, cut to `limit` characters with its length."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def _value_problem(text: str) -> str | None:
+    """Why a value cannot go into a command line, or None."""
+    if len(text) > MAX_VALUE_CHARS:
+        return f"is {len(text):,} characters long; the local runner takes at most {MAX_VALUE_CHARS:,}"
+    if "\0" in text:
+        return "holds a NUL character, which no command line can carry"
+    return None
+
+
 def parse_overrides(items: list[str]) -> dict[str, str]:
-    """`inputs.NAME=VALUE` strings -> {NAME: VALUE}."""
+    """`inputs.NAME=VALUE` strings -> {NAME: VALUE}; a value too long for a command line is refused."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("inputs.") or len(key) <= len("inputs."):
-            raise UserError(f"--set: {item!r} must look like inputs.NAME=VALUE")
+            raise UserError(f"--set: {_shown(item)} must look like inputs.NAME=VALUE")
+        problem = _value_problem(value)
+        if problem:
+            raise UserError(f"--set {_shown(key)}: the value {_shown(value, 40)} {problem}; give a shorter value")
         out[key[len("inputs."):]] = value
     return out
 
@@ -69,16 +94,13 @@ def pipeline_inputs(pipeline: Pipeline, overrides: dict[str, str]) -> dict[str, 
     declared = pipeline.doc.get("inputs") or {}
     unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        raise UserError(f"--set: the pipeline has no input {unknown[0]!r}; it has {', '.join(declared)}")
+        raise UserError(f"--set: the pipeline has no input {_shown(unknown[0])}; it has {', '.join(declared)}")
     values = {}
     for name, spec in declared.items():
         if name in overrides:
             value = overrides[name]
             if isinstance(spec, dict) and spec.get("type") in DATA_TYPES:
-                path = Path(value).expanduser()
-                if not path.exists():
-                    raise UserError(f"--set inputs.{name}: {path} does not exist; give a local folder or file")
-                value = str(path.resolve())
+                value = str(_existing_path(name, value))
             values[name] = value
         elif isinstance(spec, dict) and "path" in spec:
             path = str(spec["path"])
@@ -90,6 +112,19 @@ def pipeline_inputs(pipeline: Pipeline, overrides: dict[str, str]) -> dict[str, 
         else:
             values[name] = _render_value(spec)
     return values
+
+
+def _existing_path(name: str, value: str) -> Path:
+    """The local folder or file an override of data input `name` gives, resolved; UserError when there is none."""
+    problem = _value_problem(value) or ("is empty" if not value.strip() else None)
+    try:
+        path = None if problem else Path(value).expanduser()
+        if path is not None and path.exists():
+            return path.resolve()
+    except (OSError, RuntimeError) as exc:  # a name over 255 bytes, a link loop, an unknown ~user
+        problem = f"cannot be used ({getattr(exc, 'strerror', None) or exc})"
+    raise UserError(f"--set inputs.{name}: {_shown(value)} {problem or 'does not exist'}; "
+                    "give a local folder or file")
 
 
 def _parameter_value(node: Node, key: str, values_in: dict[str, str]) -> tuple[str, str] | None:
@@ -108,14 +143,23 @@ def check_parameter_values(pipeline: Pipeline, values_in: dict[str, str]) -> Non
     """Every parameter value a job would get is one its component accepts (type, range, enum), as on Azure ML."""
     for node in pipeline.nodes.values():
         for key, entry in (node.spec.get("inputs") or {}).items():
-            if not isinstance(entry, dict) or is_port(entry):
-                continue
+            try:
+                if is_port(entry):
+                    continue
+                parse = value_parser(entry, azure=True)
+            except UserError as exc:
+                raise UserError(f"pipeline: job {node.name!r}: input {key!r} of {node.spec_path}: {exc}; "
+                                "fix the component spec") from None
             found = _parameter_value(node, key, values_in)
             if found is None:
                 continue
             text, origin = found
+            problem = _value_problem(text)
+            if problem:
+                raise UserError(f"pipeline: job {node.name!r} input {key!r} (from {origin}): the value "
+                                f"{_shown(text, 40)} {problem}; give a shorter value")
             try:
-                value_parser(entry)(text)
+                parse(text)
             except argparse.ArgumentTypeError as exc:
                 raise UserError(f"pipeline: job {node.name!r} input {key!r} (from {origin}): {exc}") from None
 
@@ -143,17 +187,70 @@ def _code_digest(code_dir: Path) -> str:
 
 
 def data_fingerprint(path: Path) -> str:
-    """Names, sizes and modification times of every file under a data input.
+    """Names, sizes and modification times of every file under a data input, through symbolic links.
 
     The path alone would let a rerun reuse jobs after the images in the same
-    folder changed; the designer reuses only on unchanged data.
+    folder changed; the designer reuses only on unchanged data. Convert follows
+    links (class folders of links to photos), so the fingerprint does too.
     """
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path) if file != path else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    if path.is_file():
+        files = [(path.name, path.stat())]
+    else:  # ordered by path parts, as before links were followed: a folder without links keeps its fingerprint
+        files = sorted(_files_below(path), key=lambda found: found[0].split("/"))
+    for name, stat in files:
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _files_below(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(path under root, stat) of every file below root, following links; a folder reached twice (a link
+    cycle, or two links to one folder) is read once."""
+    seen: set[tuple[int, int]] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        try:
+            stat = os.stat(folder)
+        except OSError:
+            subfolders[:] = []
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        for name in names:
+            file = Path(folder) / name
+            try:
+                yield file.relative_to(root).as_posix(), file.stat()
+            except OSError:  # a broken link: nothing Convert can read
+                continue
+
+
+_COUNTS = (("distribution", "process_count_per_instance"), ("resources", "instance_count"))
+
+
+def check_process_counts(pipeline: Pipeline, values_in: dict[str, str]) -> None:
+    """A job's processes per node and node count, literal or bound to a pipeline input, are whole numbers >= 1.
+
+    A count bound to a pipeline input is replaced by its value in the job, as Azure ML resolves it.
+    """
+    count = int_in(1)
+    for node in pipeline.nodes.values():
+        for section, key in _COUNTS:
+            settings = node.raw.get(section)
+            if settings is None:
+                continue
+            if not isinstance(settings, dict):
+                raise UserError(f"pipeline: job {node.name!r}: `{section}` must be a mapping, got {settings!r}")
+            if key not in settings:
+                continue
+            value = settings[key]
+            match = _PARENT_INPUT.match(value) if isinstance(value, str) else None
+            text = values_in[match.group(1)] if match and match.group(1) in values_in else _render_value(value)
+            try:
+                settings[key] = count(text)
+            except argparse.ArgumentTypeError as exc:
+                origin = f"pipeline input {match.group(1)}" if match else f"jobs.{node.name}.{section}.{key}"
+                raise UserError(f"pipeline: job {node.name!r} {section}.{key} (from {origin}): {exc}") from None
 
 
 def local_processes(node: Node, requested: int | None) -> int:
@@ -182,12 +279,18 @@ def reuse_key(node: Node, *, spec: str, code: str, identity: dict[str, str], pro
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def _stand_ins(node: Node) -> dict[str, str]:
+    """A stand-in value for every placeholder of the job's command that will have a value."""
+    values = {f"inputs.{key}": "x" for key, spec in (node.spec.get("inputs") or {}).items()
+              if key in node.inputs or (isinstance(spec, dict) and "default" in spec)}
+    values.update({f"outputs.{out}": "x" for out in node.spec.get("outputs") or {}})
+    return values
+
+
 def _check_commands(pipeline: Pipeline) -> None:
     """Render every job's command with stand-in values, so a command that cannot run locally fails before any job."""
     for node in pipeline.nodes.values():
-        values = {f"inputs.{key}": "x" for key, spec in (node.spec.get("inputs") or {}).items()
-                  if key in node.inputs or (isinstance(spec, dict) and "default" in spec)}
-        values.update({f"outputs.{out}": "x" for out in node.spec.get("outputs") or {}})
+        values = _stand_ins(node)
         try:
             render_command(node, values, ["python"])
         except ValueError as exc:  # shlex: an unclosed quote
@@ -195,22 +298,86 @@ def _check_commands(pipeline: Pipeline) -> None:
                             f"({exc})") from None
 
 
+def _splits(node: Node, values: dict[str, str]) -> bool:
+    try:
+        render_command(node, values, ["python"])
+    except ValueError:  # shlex: an unclosed quote
+        return False
+    return True
+
+
+def check_command_values(pipeline: Pipeline, values_in: dict[str, str]) -> None:
+    """Render every job's command with its real parameter values, so a value that breaks the command line
+    (an unclosed quote) is refused before any job runs, naming the input. Ports keep stand-ins: their paths
+    are quoted."""
+    declared = pipeline.doc.get("inputs") or {}
+    data_inputs = {f"pipeline input {n}" for n, s in declared.items()
+                   if isinstance(s, dict) and s.get("type") in DATA_TYPES}
+    for node in pipeline.nodes.values():
+        params = {}
+        for key, entry in (node.spec.get("inputs") or {}).items():
+            found = None if not isinstance(entry, dict) or is_port(entry) else _parameter_value(node, key, values_in)
+            if found is not None:
+                text, origin = found
+                params[f"inputs.{key}"] = (shlex.quote(text) if origin in data_inputs else text, origin)
+        values = {**_stand_ins(node), **{slot: text for slot, (text, _) in params.items()}}
+        if _splits(node, values):
+            continue
+        for slot, (text, origin) in params.items():
+            if _splits(node, {**values, slot: "x"}):
+                raise UserError(f"pipeline: job {node.name!r} {slot} (from {origin}): the value {_shown(text, 40)} "
+                                "leaves a quote open in the job's command line (Azure ML puts a value into the "
+                                "command as it is); balance or remove its quotes")
+        raise UserError(f"pipeline: job {node.name!r}: its parameter values leave a quote open in the job's command "
+                        "line (Azure ML puts a value into the command as it is); balance or remove their quotes")
+
+
 class _ReuseIndex:
-    """Finished jobs by reuse key (`<runs>/.cache.json`), so an unchanged job is taken from an earlier run."""
+    """Finished jobs by reuse key (`<runs>/.cache.json`), so an unchanged job is taken from an earlier run.
+
+    The index is only a shortcut: an unreadable one is read as empty (with a warning), a job is reused
+    only when its folder's `.done` holds the key, and the index is replaced whole, never half-written.
+    """
 
     def __init__(self, runs_dir: Path, enabled: bool):
         self.path = runs_dir / CACHE_INDEX
         self.enabled = enabled
-        self.entries = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.entries = self._read()
+
+    def _read(self) -> dict[str, str]:
+        if not self.path.exists() and not self.path.is_symlink():
+            return {}
+        try:
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            problem = getattr(exc, "strerror", None) or str(exc)
+        else:
+            if isinstance(entries, dict) and all(isinstance(v, str) for v in entries.values()):
+                return entries
+            problem = "not a mapping of reuse keys to job folders"
+        logger.warning("%s is unreadable (%s); no job is reused from earlier runs, and the file is rewritten",
+                       self.path, problem)
+        return {}
 
     def finished(self, key: str) -> Path | None:
         folder = Path(self.entries[key]) if self.enabled and key in self.entries else None
-        return folder if folder is not None and (folder / DONE).exists() else None
+        try:
+            return folder if folder is not None and (folder / DONE).read_text(encoding="utf-8") == key else None
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def record(self, key: str, folder: Path) -> None:
-        (folder / DONE).write_text(key)
+        (folder / DONE).write_text(key, encoding="utf-8")
         self.entries[key] = str(folder)
-        self.path.write_text(json.dumps(self.entries, indent=1))
+        temp = self.path.with_name(f"{CACHE_INDEX}.{os.getpid()}.tmp")
+        try:
+            temp.write_text(json.dumps(self.entries, indent=1), encoding="utf-8")
+            os.replace(temp, self.path)
+        except OSError as exc:
+            logger.warning("%s: could not record job folder %s for reuse (%s); a rerun runs it again",
+                           self.path, folder, exc.strerror or exc)
+        finally:
+            temp.unlink(missing_ok=True)
 
 
 class _Values:
@@ -262,7 +429,11 @@ def _new_run_dir(runs_dir: Path) -> Path:
     while run_dir.exists():
         run_dir = runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
         suffix += 1
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"--runs-dir: cannot make a run folder in {runs_dir} ({exc.strerror or exc}); "
+                        "give a writable folder") from None
     return run_dir
 
 
@@ -278,7 +449,11 @@ def _launch(node: Node, values: dict[str, str], folder: Path, code_dir: Path, pr
     with open(folder / LOG, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(argv) + "\n")
         log.flush()
-        code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        try:
+            code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
+        except OSError as exc:  # E2BIG: the command line is longer than the system takes
+            raise UserError(f"job {node.name!r} could not start ({exc.strerror or exc}); "
+                            "shorten its parameter values") from None
     seconds = time.perf_counter() - start
     if code != 0:
         lines = (folder / LOG).read_text(encoding="utf-8", errors="replace").splitlines()
@@ -300,6 +475,8 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
     _check_commands(pipeline)
     values_in = pipeline_inputs(pipeline, overrides or {})
     check_parameter_values(pipeline, values_in)
+    check_process_counts(pipeline, values_in)
+    check_command_values(pipeline, values_in)
     order = topological_order(pipeline)
     runs_dir = Path(runs_dir).resolve()
     result = RunResult(_new_run_dir(runs_dir))

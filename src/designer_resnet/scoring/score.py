@@ -16,8 +16,9 @@ from ..component_source import default
 from ..directories import StagedOutput
 from ..directories.dataframe_directory import (
     ASSIGNED_LABELS, PROBABILITY_PREFIX, SCORED_LABELS, write_dataframe_directory)
-from ..directories.image_directory import ImageDirectory
+from ..directories.image_directory import ImageDirectory, UnreadableImage
 from ..directories.meta import EXTENSION_KEY
+from ..errors import UserError
 from ..inference import Predictor, same_size_groups
 from ..models.model_directory import TrainedModel, read_trained
 from ..parallel import loader_workers
@@ -46,6 +47,8 @@ class _ScoringSet(Dataset):
     def __getitem__(self, i: int):
         try:
             return i, self.transform(self.directory.open_image(self.directory.rows[i])), None
+        except UnreadableImage as exc:  # the one reader's refusal, reported as Apply reports it
+            return i, None, exc.reason
         except Exception as exc:  # any decoder or transform failure is this image's, not the run's
             return i, None, f"{exc.__class__.__name__}: {exc}"
 
@@ -86,6 +89,14 @@ def scored_table(directory: ImageDirectory, categories: list[str], probs: np.nda
     return pd.DataFrame(columns)
 
 
+def _none_readable(directory: ImageDirectory, failed: list[tuple[int, str]]) -> str:
+    """The one line for a set whose images all failed: the first failure names the file and the reason."""
+    row, reason = directory.rows[failed[0][0]], " ".join(failed[0][1].split())
+    return (f"dataset: none of its {len(failed)} images could be read (image id {row.get('id')}, "
+            f"{row.get('image_info', {}).get('file_name')}: {reason}); check that the folder holds image files "
+            "Pillow reads, or rerun Convert to Image Directory on the original images")
+
+
 def score_image_model(model_dir: str | Path, image_dir: str | Path, output_dir: str | Path, *,
                       batch_size: int = default(_SPEC, "batch_size"),
                       workers: int | None = None) -> ScoreReport:
@@ -94,6 +105,8 @@ def score_image_model(model_dir: str | Path, image_dir: str | Path, output_dir: 
     directory = ImageDirectory.load(image_dir, input_name="dataset")
     with StagedOutput(output_dir, output_name="scored_dataset") as stage:
         probs, failed = predict(model, directory, batch_size=batch_size, workers=workers)
+        if failed and len(failed) == len(directory):  # raised inside the stage: nothing is published
+            raise UserError(_none_readable(directory, failed))
         table = scored_table(directory, model.categories, probs)
         extension = {EXTENSION_KEY: {"label_column": directory.label_column, "classes": model.categories,
                                      "task": "MultiClassification"}}

@@ -22,7 +22,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+from ..errors import UserError
 
 IMAGE_COLUMN = "image"
 PROBS_COLUMN = "probs"
@@ -42,13 +44,16 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._predictor = None
+        self._ops: list = []
 
     def load_context(self, context) -> None:
         from ..inference import Predictor
         from ..models.model_directory import read_trained
 
+        model = read_trained(self.folder, input_name="model")
         # No ledger: requests are raw image files, so the whole pre-processing chain applies.
-        self._predictor = Predictor(read_trained(self.folder, input_name="model"))
+        self._ops = model.preprocess["transforms"]
+        self._predictor = Predictor(model)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would enforce its own schema from them
         if self._predictor is None:
@@ -56,10 +61,24 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
             raise MlflowException(f"the request needs one column {IMAGE_COLUMN!r} of base64-encoded image files",
                                   error_code=INVALID_PARAMETER_VALUE)
-        probs = self._predictor.predict(decode_image(value, i) for i, value in enumerate(model_input[IMAGE_COLUMN]))
+        images = (self._checked(decode_image(value, i), i) for i, value in enumerate(model_input[IMAGE_COLUMN]))
+        try:
+            probs = self._predictor.predict(images)
+        except UserError as exc:  # the model's fault, not the request's (e.g. it outputs NaN): HTTP 500, our line
+            raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from None
         labels = list(self._predictor.categories)
         return pd.DataFrame({PROBS_COLUMN: [row.astype(float).tolist() for row in probs],
                              LABELS_COLUMN: [labels for _ in range(len(probs))]})
+
+    def _checked(self, image, row: int):
+        """The decoded image, unless the model's pre-processing would enlarge it past the pixel limit (HTTP 400)."""
+        from ..transforms.ops import ImageTooLarge, check_image_size
+
+        try:
+            check_image_size(self._ops, image.size)
+        except ImageTooLarge as exc:
+            raise MlflowException(f"row {row}: {exc}", error_code=INVALID_PARAMETER_VALUE) from None
+        return image
 
 
 def decode_image(value, row: int):

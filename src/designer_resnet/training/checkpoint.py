@@ -92,4 +92,8 @@ def load_checkpoint(folder: Path | None, identity: dict) -> dict | None:
     if differs:
         raise UserError(f"checkpoint_path: the checkpoint in {folder} was made with {differs}; "
                         "give an empty checkpoint folder to start over")
+    problem = TrainingState.schema_problem(ckpt)
+    if problem:
+        raise UserError(f"checkpoint_path: the checkpoint in {folder} {problem}; "
+                        "give an empty checkpoint folder to start over")
     return ckpt

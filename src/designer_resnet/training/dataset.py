@@ -13,13 +13,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from ..transforms.ledger import Ledger
-from ..transforms.ops import RANDOM_OPS, fixes_size, tensor_pipeline, without_random
+from ..transforms.ops import RANDOM_OPS, ImageTooLarge, fixes_size, tensor_pipeline, without_random
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +93,22 @@ class ImageDataset(Dataset):
         return len(self.rows)
 
     def _open(self, i: int):
-        """The i-th image; an unreadable file is one line naming its row (Convert skips such files)."""
+        """The i-th image; an unreadable file is one line naming its row (UnreadableImage; Convert skips such files)."""
         row = self.rows[i]
-        try:
-            image = self.directory.open_image(row)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise unreadable(self.directory, row, exc) from None
+        image = self.directory.open_image(row)
         if self.raw_size and image.size != self.raw_size:
-            raise UserError(f"{self.directory.input_name}: {self.directory.relative_path(row)} (row id {row.get('id')}) "
+            raise UserError(f"{self.directory.row_name(row)} "
                             f"is {image.size[0]}x{image.size[1]}, but the rows say {self.raw_size[0]}x"
                             f"{self.raw_size[1]}; rebuild the set with Convert to Image Directory, which records "
                             "each file's size")
         return image
+
+    def _transform(self, i: int, image):
+        """The i-th item's tensor; an image its ops would enlarge past the pixel limit is one line naming its row."""
+        try:
+            return self.transform(image)
+        except ImageTooLarge as exc:
+            raise UserError(f"{self.directory.row_name(self.rows[i])}: {exc}") from None
 
     def __getitems__(self, indices: list[int]) -> list:
         """What a DataLoader fetches: a user error becomes a LoadFailure item (see LoadFailure)."""
@@ -118,18 +121,18 @@ class ImageDataset(Dataset):
         if self._cache is not None:
             tensor = self._cache.get(i)
             if tensor is None:
-                tensor = self._cache[i] = self.transform(self._open(i))
+                tensor = self._cache[i] = self._transform(i, self._open(i))
             return tensor, self.targets[i]
         image = self._open(i)
         seed = int(self._epoch_seed[0]) if self.random else -1
         if seed < 0:
-            return self.transform(image), self.targets[i]
+            return self._transform(i, image), self.targets[i]
         item_seed = np.random.SeedSequence([seed, i]).generate_state(2, np.uint32)
         torch_state, py_state = torch.get_rng_state(), random.getstate()
         try:
             torch.manual_seed((int(item_seed[0]) << 32) | int(item_seed[1]))
             random.seed(int(item_seed[0]))
-            return self.transform(image), self.targets[i]
+            return self._transform(i, image), self.targets[i]
         finally:
             torch.set_rng_state(torch_state)
             random.setstate(py_state)
@@ -143,7 +146,7 @@ class ImageDataset(Dataset):
         """
         if any(op[0] in RANDOM_OPS for op in self.ops) or not self.rows:
             return False
-        first = self.transform(self._open(0))
+        first = self._transform(0, self._open(0))
         if first.numel() * first.element_size() * len(self.rows) > budget:
             return False
         self._cache = {0: first}
@@ -152,21 +155,6 @@ class ImageDataset(Dataset):
 
 # How many file headers are read to check the sizes the rows claim (header reads only, no decode).
 SIZE_SAMPLE = 64
-
-
-def unreadable(directory: ImageDirectory, row: dict, exc: Exception) -> UserError:
-    """The one-line error for a listed image that cannot be read (Convert skips such files)."""
-    return UserError(f"{directory.input_name}: {directory.relative_path(row)} (row id {row.get('id')}) cannot be read "
-                     f"({exc.__class__.__name__}); remove it, or rebuild the set with Convert to Image Directory, "
-                     "which skips unreadable files")
-
-
-def _file_size(directory: ImageDirectory, row: dict) -> tuple[int, int]:
-    try:
-        with Image.open(directory.image_path(row)) as img:  # header only, no decode
-            return img.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise unreadable(directory, row, exc) from None
 
 
 def image_sizes(directory: ImageDirectory) -> set[tuple[int, int]]:
@@ -182,11 +170,11 @@ def image_sizes(directory: ImageDirectory) -> set[tuple[int, int]]:
         listed.append((info["width"], info["height"]) if "width" in info and "height" in info else None)
     if rows and all(size is not None for size in listed):
         step = max(1, len(rows) // SIZE_SAMPLE)
-        if all(_file_size(directory, rows[i]) == listed[i] for i in range(0, len(rows), step)):
+        if all(directory.image_size(rows[i]) == listed[i] for i in range(0, len(rows), step)):
             return set(listed)
         log.warning("%s: the rows' width/height do not match the image files; reading every file's size",
                     directory.input_name)
-    return {_file_size(directory, row) for row in rows}
+    return {directory.image_size(row) for row in rows}
 
 
 def _size_fix(pending: list, valid: ImageDirectory, train_sizes: set) -> tuple[list, tuple | None]:
@@ -210,8 +198,9 @@ def check_datasets(train: ImageDirectory, valid: ImageDirectory, batch_size: int
     """The errors a user can cause with the data, each as one clear line."""
     for name, d in (("training_data", train), ("validation_data", valid)):
         if not d.labelled:
-            raise UserError(f"{name}: the images have no labels; use a folder with one sub-folder per class "
-                            "and convert it with Convert to Image Directory")
+            raise UserError(f"{name}: the images have no labels; Convert to Image Directory labels a folder's "
+                            "images by class sub-folder only when every image is in one (root/<class>/<image>): "
+                            "move or delete any image at the folder's top level and convert it again")
         # One stat per file now, rather than a failure in the middle of an epoch.
         missing = [r for r in d.rows if not d.image_path(r).is_file()]
         if missing:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..errors import UserError
 from ..parallel import loader_workers
 from .dataset import collate
 from .distributed import DistInfo
@@ -72,6 +73,31 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def step_batch(batch_size: int, n: int, world_size: int) -> int:
+    """Images in one training step of one process: `batch_size`, or the process's whole share when that is smaller."""
+    return min(batch_size, max(1, n // world_size))
+
+
+def check_batch_norm_batch(batch_size: int, n: int, info: DistInfo, sync_batch_norm: bool) -> None:
+    """Refuse, before training, steps whose BatchNorm statistics would come from one image.
+
+    Our networks (ResNet, DenseNet) normalise over the batch. One image per step
+    crashes on small images ("Expected more than 1 value per channel") and, with
+    sync_batch_norm on one process, makes the running variance infinite; on large
+    ones each image is normalised by itself. BatchNorm counts the images of one
+    process, or of all of them with sync_batch_norm.
+    """
+    per_process = step_batch(batch_size, n, info.world_size)
+    if per_process * (info.world_size if sync_batch_norm else 1) >= 2:
+        return
+    if batch_size == 1:
+        raise UserError("batch_size: 1 image per step is too few for the network's BatchNorm layers, which normalise "
+                        "over the batch; use a batch size of 2 or more (the default is 16)")
+    raise UserError(f"training_data: {n} images shared by {info.world_size} processes leave each process 1 image per "
+                    f"step, too few for the network's BatchNorm layers; give at least {2 * info.world_size} training "
+                    "images, run fewer processes, or set sync_batch_norm")
+
+
 def make_loaders(train_set, valid_set, *, batch_size: int, workers: int | None, seed: int, info: DistInfo,
                  device: torch.device):
     """(training loader, its EpochShuffle, validation loader); `workers` None picks a number for the device."""
@@ -86,6 +112,8 @@ def make_loaders(train_set, valid_set, *, batch_size: int, workers: int | None, 
     sampler = EpochShuffle(len(train_set), seed, info)
     # Like the designer, a last partial batch is dropped (the shuffle changes which images each epoch):
     # a batch of one small image would fail in BatchNorm ("Expected more than 1 value per channel").
-    train_loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=len(sampler) >= batch_size, **common)
+    # A share smaller than batch_size is one whole batch (check_batch_norm_batch refuses a share of one).
+    train_loader = DataLoader(train_set, step_batch(batch_size, len(train_set), info.world_size), sampler=sampler,
+                              drop_last=True, **common)
     valid_loader = DataLoader(valid_set, batch_size, sampler=ShardSampler(len(valid_set), info), **common)
     return train_loader, sampler, valid_loader

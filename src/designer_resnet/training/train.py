@@ -11,6 +11,7 @@ import copy
 import logging
 import random
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from .batch_norm import synchronise_batch_norm
 from .checkpoint import CHECKPOINT, load_checkpoint, run_identity, save_checkpoint
 from .dataset import ImageDataset, Transforms, batches, check_datasets, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
-from .loaders import STREAM_AUGMENT, STREAM_PROCESS, epoch_seed, make_loaders
+from .loaders import STREAM_AUGMENT, STREAM_PROCESS, check_batch_norm_batch, epoch_seed, make_loaders
 from .report import METRICS_FILE, epoch_metrics, plot_curves
 from .state import EpochResult, TrainingState
 
@@ -238,18 +239,69 @@ def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, 
     try:
         with contextlib.ExitStack() as stack:
             sigterm = stack.enter_context(_SigtermWatch())  # first in, last out: covers the clean-up too
+            if checkpoint_dir:
+                _check_checkpoint_apart(Path(checkpoint_dir), Path(output_dir))
             # Rank 0 claims the output first: a non-empty folder fails before any training.
             stage = stack.enter_context(StagedOutput(output_dir, output_name="trained_model")) if info.is_main else None
-            run = _Process(info, _device(info), sigterm, stage, output_dir,
-                           Path(checkpoint_dir) if checkpoint_dir else None)
+            checkpoints = stack.enter_context(_checkpoint_folder(Path(checkpoint_dir))) if checkpoint_dir else None
+            run = _Process(info, _device(info), sigterm, stage, output_dir, checkpoints)
             return _train(untrained_dir, train_dir, valid_dir, cfg, run)
     finally:
         shutdown(info)
 
 
+def _check_checkpoint_apart(checkpoint_dir: Path, output_dir: Path) -> None:
+    """Refuse a checkpoint folder that is the trained model's, lies inside it or holds it: the model would ship it."""
+    checkpoints, model = checkpoint_dir.resolve(), output_dir.resolve()
+    if checkpoints == model:
+        why = "is the trained_model folder too, so the model would carry the checkpoint"
+    elif model in checkpoints.parents:
+        why = f"is inside trained_model {output_dir}, so the model would carry the checkpoint"
+    elif checkpoints in model.parents:
+        why = f"holds trained_model {output_dir}, so the checkpoint folder would carry the model"
+    else:
+        return
+    raise UserError(f"checkpoint_path: {checkpoint_dir} {why}; give checkpoints a folder of their own, neither "
+                    "inside the trained model's nor holding it")
+
+
+@contextlib.contextmanager
+def _checkpoint_folder(folder: Path):
+    """The checkpoint folder, created and shown writable before any training (a failure then costs no epoch).
+
+    Folders it made are removed again, when still empty, if the run fails.
+    """
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        what = "is a file" if blocker == folder else f"cannot be made: {blocker} is a file"
+        raise UserError(f"checkpoint_path: {folder} {what}; give a folder (new, or holding a checkpoint to resume)")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".designer-resnet-probe-"):
+            pass  # a named file: blob mounts may not support O_TMPFILE or unlinking an open file
+    except OSError as exc:
+        _remove_empty(created)
+        raise UserError(f"checkpoint_path: cannot write in {folder} ({exc.strerror}); give a writable folder") from None
+    try:
+        yield folder
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders, deepest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process) -> TrainResult:
     """The recipe: inputs, model, loaders, optimizer, resume, the epochs, the best epoch's model written."""
-    inputs = _read_inputs(untrained_dir, train_dir, valid_dir, cfg.batch_size)
+    inputs = _read_inputs(untrained_dir, train_dir, valid_dir, cfg, run.info)
     seed_everything(cfg.random_seed)
     model = _build_model(inputs.untrained, len(inputs.categories), cfg.sync_batch_norm, run)
     train_loader, valid_loader = _loaders(inputs, cfg, run)
@@ -297,12 +349,13 @@ def _device(info: DistInfo) -> torch.device:
     return torch.device("cuda", info.local_rank)
 
 
-def _read_inputs(untrained_dir, train_dir, valid_dir, batch_size: int) -> _Inputs:
+def _read_inputs(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, info: DistInfo) -> _Inputs:
     """The three input ports, checked against each other: a user's mistake is one line before any training."""
     untrained = read_untrained(untrained_dir, input_name="untrained_model")
     train_images = ImageDirectory.load(train_dir, input_name="training_data")
     valid_images = ImageDirectory.load(valid_dir, input_name="validation_data")
-    check_datasets(train_images, valid_images, batch_size)
+    check_datasets(train_images, valid_images, cfg.batch_size)
+    check_batch_norm_batch(cfg.batch_size, len(train_images), info, cfg.sync_batch_norm)
     ops = transforms_for(train_images, valid_images, IMAGENET_MEAN, IMAGENET_STD)
     return _Inputs(untrained, train_images, valid_images, ops)
 

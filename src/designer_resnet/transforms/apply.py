@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ..parallel import PROGRESS_MIN, ordered_map
 from ..component_source import default
 from ..directories import StagedOutput
-from ..directories.image_directory import ImageDirectory, ImageDirectoryWriter
+from ..directories.image_directory import ImageDirectory, ImageDirectoryWriter, UnreadableImage
 from ..directories.transformation_directory import read_transformation_directory
 from ..errors import UserError
 from .ledger import Ledger
@@ -57,7 +57,9 @@ def apply_image_transformation(transform_dir: str | Path, input_dir: str | Path,
         def transform_one(row: dict):
             try:
                 image = pipeline(source.open_image(row))
-            except (OSError, SyntaxError, ValueError) as exc:
+            except UnreadableImage as exc:
+                return row, None, exc.reason
+            except (OSError, SyntaxError, ValueError) as exc:  # ImageTooLarge among them (ops.MAX_PIXELS)
                 return row, None, f"{exc.__class__.__name__}: {exc}"
             name = writer.target_name(row["id"], source.label(row), ".png")
             image.save(stage.path / name, format="PNG")

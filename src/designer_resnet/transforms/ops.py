@@ -7,6 +7,7 @@ and tensor ops (act on the tensor after ToTensor, so never written to files).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torchvision.transforms as T
@@ -31,6 +32,13 @@ _SIZE_ARGS = {"Resize": (0, "size"), "CenterCrop": (0, "size"), "RandomCrop": (0
 _PADDING_ARGS = {"Pad": (0, "padding"), "RandomCrop": (1, "padding")}
 # Ops whose output has one size whatever the input's (a Resize to a (height, width) pair too).
 FIXED_SIZE_OPS = frozenset({"CenterCrop", "RandomCrop", "RandomResizedCrop"})
+# No op may enlarge an image past this many pixels: Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
+# 256 MiB as RGB), which every file read is already held to. Resize(<int>) scales the short side, so without it a
+# thin image grows without bound: a 192-byte 20000x1 PNG becomes 5120000x256 (3.7 GiB) at Resize 256. Any op list
+# within MAX_SIDE fits when the image's shape is not extreme (Resize 8192 of a 4:3 photo: 8192x10922).
+MAX_PIXELS = 1024**3 // 4 // 3
+TOO_LARGE_FIX = ("crop such images to a less extreme aspect ratio first, or give the transformation's Resize a "
+                 "[height, width] pair")
 
 
 def _build(name: str, args):
@@ -112,17 +120,117 @@ def plan(ops: list[list], mode: str) -> tuple[list[list], list[list]]:
     return ops[:split], ops[split:]
 
 
+class ImageTooLarge(ValueError):
+    """An image an op would enlarge past MAX_PIXELS; the message gives the sizes, the op and the fix."""
+
+
+def check_image_size(ops: list, size: tuple[int, int]) -> None:
+    """Raise ImageTooLarge when an op of `ops` would make an image of `size` (width, height) larger than MAX_PIXELS.
+
+    Sizes are followed op by op from the header's size (random ops at their largest), before any pixel is made. An
+    image already larger (Pillow reads up to twice the limit) may pass through ops that do not enlarge it.
+    """
+    width, height = size
+    for name, args in ops:
+        largest, (width_after, height_after) = _sizes_through(name, args, width, height)
+        pixels = largest[0] * largest[1]
+        if pixels > MAX_PIXELS and pixels > width * height:
+            raise ImageTooLarge(f"a {size[0]}x{size[1]} image would become {largest[0]}x{largest[1]} "
+                                f"({pixels:,} pixels) at {name}, over the limit of {MAX_PIXELS:,} pixels for a "
+                                f"transformed image; {TOO_LARGE_FIX}")
+        width, height = width_after, height_after
+
+
+def _sizes_through(name: str, args, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(largest image the op makes on the way, its output) as (width, height) pairs, for a width x height input."""
+    if name == "Resize":
+        out = _resized(_argument(args, 0, "size"), _argument(args, 2, "max_size"), width, height)
+        return out, out
+    if name in ("Pad", "RandomCrop"):
+        left, top, right, bottom = _ltrb(_argument(args, *_PADDING_ARGS[name]))
+        padded = (width + left + right, height + top + bottom)
+        if name == "Pad":
+            return padded, padded
+        crop = _pair(_argument(args, 0, "size"))
+        return (max(padded[0], crop[0]), max(padded[1], crop[1])), crop  # pad_if_needed pads up to the crop
+    if name == "CenterCrop":  # pads an image smaller than the crop, then crops
+        crop = _pair(_argument(args, 0, "size"))
+        return (max(width, crop[0]), max(height, crop[1])), crop
+    if name == "RandomResizedCrop":  # a crop of the image, resized
+        crop = _pair(_argument(args, 0, "size"))
+        return crop, crop
+    if name == "RandomRotation" and _argument(args, 2, "expand"):
+        out = _rotated(_argument(args, 0, "degrees"), width, height)
+        return out, out
+    return (width, height), (width, height)
+
+
+def _pair(size) -> tuple[int, int]:
+    """torchvision's size argument (an int, [side] or [height, width]) as (width, height)."""
+    if isinstance(size, (list, tuple)):
+        return (int(size[1]), int(size[0])) if len(size) == 2 else (int(size[0]), int(size[0]))
+    return int(size), int(size)
+
+
+def _ltrb(padding) -> tuple[int, int, int, int]:
+    """torchvision's padding argument (an int, [all], [left/right, top/bottom] or [l, t, r, b]) as (l, t, r, b)."""
+    values = [int(v) for v in (padding if isinstance(padding, (list, tuple)) else [padding or 0])]
+    if len(values) == 1:
+        return values[0], values[0], values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1], values[0], values[1]
+    return values[0], values[1], values[2], values[3]
+
+
+def _resized(size, max_size, width: int, height: int) -> tuple[int, int]:
+    """The (width, height) torchvision's Resize gives (a short side, or a [height, width] pair; `max_size` caps)."""
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[1]), int(size[0])
+    short, long = min(width, height), max(width, height)
+    if size is None:  # only max_size: the long side becomes it
+        new_short, new_long = int(max_size * short / long), int(max_size)
+    else:
+        new_short = int(size[0] if isinstance(size, (list, tuple)) else size)
+        new_long = int(new_short * long / short)
+        if max_size is not None and new_long > max_size:
+            new_short, new_long = int(max_size * new_short / new_long), int(max_size)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def _rotated(degrees, width: int, height: int) -> tuple[int, int]:
+    """The bounding box of a width x height image at the angle in `degrees` (RandomRotation's) that grows it most."""
+    low, high = (-abs(degrees), abs(degrees)) if isinstance(degrees, (int, float)) else sorted(degrees)
+    # The box's area grows with |sin 2θ|: 45° plus a multiple of 90° is the worst, else the end nearest one.
+    worst = 45 + 90 * math.ceil((low - 45) / 90)
+    if worst > high:
+        worst = max((low, high), key=lambda a: abs(math.sin(math.radians(2 * a))))
+    cos, sin = abs(math.cos(math.radians(worst))), abs(math.sin(math.radians(worst)))
+    return math.ceil(width * cos + height * sin), math.ceil(width * sin + height * cos)
+
+
+class _SizeCheck:
+    """A pipeline's first step: refuses (ImageTooLarge) an image its ops would enlarge past MAX_PIXELS."""
+
+    def __init__(self, ops: list):
+        self.ops = [list(op) for op in ops]
+
+    def __call__(self, image):
+        size = image.size if not hasattr(image, "shape") else (image.shape[-1], image.shape[-2])
+        check_image_size(self.ops, size)
+        return image
+
+
 def image_pipeline(ops: list[list]) -> Callable:
-    """PIL image -> PIL image, for ops that are all image (non-tensor) ops."""
+    """PIL image -> PIL image, for ops that are all image (non-tensor) ops; ImageTooLarge before any work."""
     bad = [op[0] for op in ops if op[0] in TENSOR_OPS]
     if bad:
         raise ValueError(f"tensor ops {bad} cannot be applied to an image file")
-    return T.Compose([_build(name, args) for name, args in ops])
+    return T.Compose([_SizeCheck(ops)] + [_build(name, args) for name, args in ops])
 
 
 def tensor_pipeline(ops: list[list]) -> Callable:
-    """PIL image -> float tensor: the ops, with ToTensor put where it is needed."""
-    steps = []
+    """PIL image -> float tensor: the ops, with ToTensor put where it is needed; ImageTooLarge as image_pipeline."""
+    steps: list = [_SizeCheck(ops)]
     have_tensor = False
     for name, args in ops:
         if name == "ToTensor":
