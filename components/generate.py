@@ -23,7 +23,6 @@ Environments are written inline into every spec, so a spec packaged by
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from designer_resnet import __version__  # noqa: E402
+from designer_resnet.arguments import ComponentArgumentParser  # noqa: E402
 from designer_resnet.specs import (  # noqa: E402
     DESIGNER_PORT_TYPES, TYPED_SUFFIX, V2_FOLDER, V2_PARAM_TYPE, V2_PORT_TYPE, designer_note, typed_to_v2)
 
@@ -51,15 +51,6 @@ PACKAGE_TAG = "designer-resnet"
 SOURCE_KEYS = {"name": str, "display_name": str, "category": str, "description": str,
                "inputs": dict, "outputs": dict, "command": str}
 _KIND = {str: "text", dict: "mapping"}
-
-
-class _Arguments(argparse.ArgumentParser):
-    """The project's rule for a bad argument (designer_resnet.arguments.ComponentArgumentParser): one line, exit 1.
-    Not imported from there: the generator needs only specs.py of the package (a copy of it may hold no more)."""
-
-    def error(self, message: str):
-        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
-        sys.exit(1)
 
 
 class SourceError(Exception):
@@ -264,7 +255,7 @@ def stale_or_orphaned() -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    parser = _Arguments(prog="components/generate.py", description=__doc__.splitlines()[0])
+    parser = ComponentArgumentParser(prog="components/generate.py", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="list stale generated files; exit 1 if any")
     args = parser.parse_args(argv)
     try:

@@ -216,6 +216,15 @@ def _checkpoint(folder, spoil=None) -> None:
     save_checkpoint(folder / CHECKPOINT, ckpt)
 
 
+def _refused_on_resume(folder, spoil, problem: str) -> None:
+    """A checkpoint spoiled by `spoil` is refused on resume in one line: `checkpoint_path: <problem>; <the fix>`."""
+    _checkpoint(folder, spoil)
+    with pytest.raises(UserError, match=rf"^checkpoint_path: {problem}; give an empty checkpoint folder to start "
+                                        "over$") as info:
+        _resume(folder)
+    _one_line(str(info.value))
+
+
 def _resume(folder) -> TrainingState:
     """What Train does with a checkpoint folder: load it for this identity, then restore a fresh run from it."""
     state = TrainingState(epochs=3, patience=3)
@@ -247,11 +256,7 @@ def _set(key, value):
     (_set("optimizer", [1, 2]), "has its optimizer as a list, not an optimizer state"),
 ], ids=["no_rng", "best_model_none", "short_rng", "bad_history", "best_epoch_beyond", "optimizer_list"])
 def test_checkpoint_of_this_run_missing_or_spoiling_a_key_is_one_line(tmp_path, spoil, problem):
-    _checkpoint(tmp_path, spoil)
-    with pytest.raises(UserError, match=rf"^checkpoint_path: the checkpoint in {tmp_path} {problem}.*; "
-                                        "give an empty checkpoint folder to start over$") as info:
-        _resume(tmp_path)
-    _one_line(str(info.value))
+    _refused_on_resume(tmp_path, spoil, rf"the checkpoint in {tmp_path} {problem}.*")
 
 
 def _wrong_weights(ckpt):
@@ -277,8 +282,4 @@ def _wrong_buffer(ckpt):
 ], ids=["weights_shape", "lr_string", "buffer_shape", "schedule_replaces_optimizer", "schedule_type",
         "schedule_list_item", "schedule_lambda_state"])
 def test_checkpoint_whose_parts_do_not_fit_the_run_is_one_line(tmp_path, spoil, what):
-    _checkpoint(tmp_path, spoil)
-    with pytest.raises(UserError, match=rf"^checkpoint_path: the checkpoint's {what} does not fit this run \(.*\); "
-                                        "give an empty checkpoint folder to start over$") as info:
-        _resume(tmp_path)
-    _one_line(str(info.value))
+    _refused_on_resume(tmp_path, spoil, rf"the checkpoint's {what} does not fit this run \(.*\)")

@@ -163,23 +163,33 @@ def test_served_model_answers_a_thin_image_with_a_400_naming_its_row(transformed
     assert len(model.predict(None, request.iloc[:1])) == 1  # the same model still answers a good request
 
 
+def _trainable_sets(root):
+    """Labelled train (4 per class) and valid (2 per class) ImageDirectories of 32x32 images, an untrained resnet18."""
+    convert_train_valid(root, 4, 2)
+    create_untrained_model(root / "untrained", {"model_name": "resnet18", "pretrained": False})
+
+
+def _train_refusal(root, train_dir: str = "train", valid_dir: str = "valid") -> str:
+    """The one line Train stops with (a UserError) on these sets; no model folder is written."""
+    with pytest.raises(UserError) as caught:
+        train(root / "untrained", root / train_dir, root / valid_dir, root / "out",
+              TrainConfig(epochs=1, batch_size=4, learning_rate=0.01, workers=0))
+    assert not (root / "out").exists()
+    return str(caught.value)
+
+
 def test_train_stops_on_a_thin_image_with_one_line_naming_it(tmp_path, resizes):
     """All ops deferred to training (a random op first): the loader meets Resize 64 on a 40000x1 image."""
-    convert_train_valid(tmp_path, 4, 2)
-    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    _trainable_sets(tmp_path)
     write_transformation_directory(tmp_path / "tf", [["RandomHorizontalFlip", {}], ["Resize", 64], ["CenterCrop", 56]])
     apply_image_transformation(tmp_path / "tf", tmp_path / "train", tmp_path / "train_tf", mode="For training")
     apply_image_transformation(tmp_path / "tf", tmp_path / "valid", tmp_path / "valid_tf", mode="For inference")
     directory = ImageDirectory.load(tmp_path / "train_tf")
     thin = replace_image(directory, 5, thin_png(40000))
-    with pytest.raises(UserError) as caught:
-        train(tmp_path / "untrained", tmp_path / "train_tf", tmp_path / "valid_tf", tmp_path / "out",
-              TrainConfig(epochs=1, batch_size=4, learning_rate=0.01, workers=0))
-    assert str(caught.value).startswith(
+    assert _train_refusal(tmp_path, "train_tf", "valid_tf").startswith(
         f"training_data: {directory.relative_path(thin)} (row id {thin['id']}): a 40000x1 image would become "
         "2560000x64 (163,840,000 pixels) at Resize")
     assert largest(resizes) <= LIMIT
-    assert not (tmp_path / "out").exists()
 
 
 # --- Item 14: an image over Pillow's pixel limit, listed in an ImageDirectory --------------------------------------
@@ -193,8 +203,7 @@ def _train_cli(path, out):
 
 
 def test_train_names_an_image_over_pillows_limit_in_one_line(tmp_path):
-    convert_train_valid(tmp_path, 4, 2)
-    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    _trainable_sets(tmp_path)
     directory = ImageDirectory.load(tmp_path / "train")
     bomb = directory.rows[3]
     over_pillows_limit(directory.image_path(bomb))
@@ -209,19 +218,14 @@ def test_train_names_an_image_over_pillows_limit_in_one_line(tmp_path):
 
 def test_train_refuses_an_image_in_pillows_warning_range(tmp_path, monkeypatch):
     """Over the limit but under twice it Pillow only warns, and decodes: the reader refuses it all the same."""
-    convert_train_valid(tmp_path, 4, 2)  # 32x32 images: 1024 pixels
-    create_untrained_model(tmp_path / "untrained", {"model_name": "resnet18", "pretrained": False})
+    _trainable_sets(tmp_path)  # 32x32 images: 1024 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
     directory = ImageDirectory.load(tmp_path / "valid")
     big = directory.rows[1]
     make_image(directory.image_path(big), size=(60, 40), fmt="PNG")  # 2400 pixels: over 2000, under twice it
-    with pytest.raises(UserError) as caught:
-        train(tmp_path / "untrained", tmp_path / "train", tmp_path / "valid", tmp_path / "out",
-              TrainConfig(epochs=1, batch_size=4, learning_rate=0.01, workers=0))
-    assert str(caught.value).startswith(
+    assert _train_refusal(tmp_path).startswith(
         f"validation_data: {directory.relative_path(big)} (row id {big['id']}) cannot be read "
         "(DecompressionBombWarning: over Pillow's limit of 2,000 pixels)")
-    assert not (tmp_path / "out").exists()
 
 
 def test_apply_skips_an_image_over_pillows_limit_by_id(three_images, tmp_path):

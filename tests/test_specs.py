@@ -265,7 +265,7 @@ def _copy_for_generation(tmp_path: Path) -> Path:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "src" / "designer_resnet" / "components", root / "src" / "designer_resnet" / "components",
                     ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    for module in ("__init__.py", "specs.py", "errors.py", "process.py"):
+    for module in ("__init__.py", "specs.py", "errors.py", "process.py", "arguments.py"):
         shutil.copy(REPO / "src" / "designer_resnet" / module, root / "src" / "designer_resnet" / module)
     return root
 

@@ -39,11 +39,6 @@ def root() -> Path:
                     "with pip, or run from a checkout of its repository")
 
 
-def path(relative: str) -> Path:
-    """A file or folder under the asset root, e.g. `pipelines/image_classification.yml`."""
-    return root() / relative
-
-
 def stage(dest: Path) -> Path:
     """Copy the specs and pipelines into `dest`, with this package as `dest/src`, so `code: ../src` resolves.
 

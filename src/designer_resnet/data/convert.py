@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from ..directories import StagedOutput
 from ..directories.image_directory import (
-    META_FILE, ImageDirectory, ImageDirectoryWriter, is_image_name, is_junk, scan_image_folder)
+    META_FILE, ImageDirectory, ImageDirectoryWriter, is_image_name, is_junk, open_guarded, scan_image_folder)
 from ..errors import UserError
 from ..parallel import PROGRESS_MIN, ordered_map
 from .archives import DEFAULT_MAX_EXTRACTED_GB, GIB, check_copy_total, extract_archive, find_archive
@@ -49,11 +48,9 @@ def check_image(path: Path) -> tuple[int, int] | str:
     try:
         if path.stat().st_size == 0:
             return "empty file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()  # full decode: catches truncated files that verify() misses
-                return img.size
+        with open_guarded(path) as img:
+            img.load()  # full decode: catches truncated files that verify() misses
+            return img.size
     except Image.DecompressionBombWarning:
         return "image too large (decompression bomb guard)"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

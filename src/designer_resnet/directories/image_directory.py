@@ -63,8 +63,8 @@ class UnreadableImage(UserError):
         self.reason = reason
 
 
-def _open_guarded(path: Path) -> Image.Image:
-    """Image.open (header only), with Pillow's DecompressionBombWarning raised as an error."""
+def open_guarded(path: Path) -> Image.Image:
+    """Image.open (header only), with Pillow's DecompressionBombWarning raised as an error (thread-safe)."""
     with _BOMB_FILTER, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         return Image.open(path)
@@ -185,7 +185,7 @@ class ImageDirectory:
         """
         path = self.image_path(row)
         try:
-            with _open_guarded(path) as img:
+            with open_guarded(path) as img:
                 return img.convert("RGB")
         except DECODE_ERRORS as exc:
             raise self._unreadable(row, exc) from None
@@ -194,7 +194,7 @@ class ImageDirectory:
         """(width, height) of one row's image from its header (no decode); UnreadableImage as open_image."""
         path = self.image_path(row)
         try:
-            with _open_guarded(path) as img:
+            with open_guarded(path) as img:
                 return img.size
         except DECODE_ERRORS as exc:
             raise self._unreadable(row, exc) from None

@@ -127,14 +127,19 @@ def _existing_path(name: str, value: str) -> Path:
                     "give a local folder or file")
 
 
+def _resolved(value, values_in: dict[str, str]) -> tuple[str, str | None]:
+    """A job's value as text, and the pipeline input it is bound to (`${{parent.inputs.NAME}}`); None for a literal."""
+    match = _PARENT_INPUT.match(value) if isinstance(value, str) else None
+    if match and match.group(1) in values_in:
+        return values_in[match.group(1)], match.group(1)
+    return _render_value(value), None
+
+
 def _parameter_value(node: Node, key: str, values_in: dict[str, str]) -> tuple[str, str] | None:
     """(text, where it came from) of one parameter of a job: bound, literal, or the component's default."""
     if key in node.inputs:
-        value = node.inputs[key]
-        match = _PARENT_INPUT.match(value) if isinstance(value, str) else None
-        if match:
-            return values_in[match.group(1)], f"pipeline input {match.group(1)}"
-        return _render_value(value), f"jobs.{node.name}.inputs.{key}"
+        text, bound = _resolved(node.inputs[key], values_in)
+        return text, f"pipeline input {bound}" if bound else f"jobs.{node.name}.inputs.{key}"
     entry = node.spec["inputs"][key]
     return (_render_value(entry["default"]), "the component's default") if "default" in entry else None
 
@@ -243,13 +248,11 @@ def check_process_counts(pipeline: Pipeline, values_in: dict[str, str]) -> None:
                 raise UserError(f"pipeline: job {node.name!r}: `{section}` must be a mapping, got {settings!r}")
             if key not in settings:
                 continue
-            value = settings[key]
-            match = _PARENT_INPUT.match(value) if isinstance(value, str) else None
-            text = values_in[match.group(1)] if match and match.group(1) in values_in else _render_value(value)
+            text, bound = _resolved(settings[key], values_in)
             try:
                 settings[key] = count(text)
             except argparse.ArgumentTypeError as exc:
-                origin = f"pipeline input {match.group(1)}" if match else f"jobs.{node.name}.{section}.{key}"
+                origin = f"pipeline input {bound}" if bound else f"jobs.{node.name}.{section}.{key}"
                 raise UserError(f"pipeline: job {node.name!r} {section}.{key} (from {origin}): {exc}") from None
 
 
@@ -404,11 +407,9 @@ class _Values:
                 values[slot] = shlex.quote(str(done[src].folder / out))
                 identity[slot] = f"{self.keys[src]}:{out}"
                 continue
-            match = _PARENT_INPUT.match(str(value)) if isinstance(value, str) else None
-            values[slot] = self.values_in[match.group(1)] if match else _render_value(value)
+            values[slot], name = _resolved(value, self.values_in)
             identity[slot] = values[slot]
-            if match and match.group(1) in self.data_inputs:
-                name = match.group(1)
+            if name in self.data_inputs:
                 if name not in self.fingerprints:
                     self.fingerprints[name] = data_fingerprint(Path(values[slot]))
                 identity[slot] += ":" + self.fingerprints[name]
