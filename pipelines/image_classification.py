@@ -65,7 +65,8 @@ def build_pipeline(args: argparse.Namespace):
                           validation_data=parts.outputs.output_path2, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.learning_rate)
         trained.compute = args.gpu_compute
-        trained.resources = {"instance_count": args.node_count}
+        trained.resources = {"instance_count": args.node_count,
+                             "shm_size": _pipeline()["jobs"]["train"]["resources"]["shm_size"]}
         trained.distribution = {"type": "pytorch", "process_count_per_instance": args.processes_per_node}
         scored = scorer(trained_model=trained.outputs.trained_model, dataset=test_tf.outputs.output_path)
         evaluated = evaluator(scored_dataset=scored.outputs.scored_dataset)

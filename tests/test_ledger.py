@@ -47,9 +47,13 @@ def test_model_records_the_whole_chain_from_a_raw_image(transformed_model):
 
 def test_raw_and_transformed_copies_score_the_same(transformed_model, tmp_path):
     """Score applies what each input lacks: everything to raw photos, nothing more to Apply's copies."""
+    from designer_resnet.transforms.apply import apply_image_transformation
+
     root = transformed_model
+    # Lossless, so the copy holds exactly the pixels Score makes from the raw photos (JPEG would add its own loss).
+    apply_image_transformation(root / "tf", root / "test", tmp_path / "test_tf", mode="For inference", lossless=True)
     score_image_model(root / "model", root / "test", tmp_path / "raw_scored", workers=0)
-    score_image_model(root / "model", root / "test_tf", tmp_path / "tf_scored", workers=0)
+    score_image_model(root / "model", tmp_path / "test_tf", tmp_path / "tf_scored", workers=0)
     raw, tf = _probs(tmp_path / "raw_scored"), _probs(tmp_path / "tf_scored")
     assert raw.shape == (6, 3) and not np.isnan(raw).any()
     np.testing.assert_allclose(raw, tf, atol=1e-5)

@@ -187,6 +187,7 @@ def test_sdk_pipeline_validates_offline_and_writes_the_job(tmp_path, flavour):
     suffix = "_typed" if flavour == "typed" else ""
     train = next(j for j in job["jobs"].values() if j["component"]["name"] == f"train_pytorch_model{suffix}")
     assert train["distribution"]["process_count_per_instance"] == 4 and train["resources"]["instance_count"] == 2
+    assert train["resources"]["shm_size"] == "16g"  # room in /dev/shm for the loader workers' batches
     assert train["type"] == ("DistributedComponent" if flavour == "typed" else "command")
     resnet = next(j for j in job["jobs"].values() if j["component"]["name"] == f"resnet{suffix}")
     assert resnet["inputs"]["model_name"] == "resnet50"

@@ -58,6 +58,7 @@ EXPECTED = {
         "input_transformation_path": ("TransformationDirectory", None, {}),
         "input_image_path": ("ImageDirectory", None, {}),
         "mode": ("Enum", "For inference", {"enum": ["For training", "For inference"]}),
+        "lossless": ("Boolean", False, {}),
     }, {"output_path": "ImageDirectory"}),
     "resnet": (False, {
         "model_name": ("Enum", "resnext101_32x8d", {"enum": [
@@ -87,11 +88,17 @@ EXPECTED = {
         "patience": ("Integer", 3, {"min": 1}),
         "print_frequency": ("Integer", 10, {"min": 1}),
         "sync_batch_norm": ("Boolean", False, {}),
+        "precision": ("Enum", "auto", {"enum": ["auto", "bf16", "fp32"]}),
+        "memory_format": ("Enum", "auto", {"enum": ["auto", "channels_last", "contiguous"]}),
+        "compile": ("Boolean", False, {}),
+        "jpeg_decode": ("Enum", "auto", {"enum": ["auto", "device", "workers"]}),
     }, {"trained_model": "ModelDirectory", "checkpoint_path": "AnyDirectory"}),
     "score_image_model": (False, {
         "trained_model": ("ModelDirectory", None, {}),
         "dataset": ("ImageDirectory", None, {}),
         "batch_size": ("Integer", 64, {"min": 1}),
+        "precision": ("Enum", "auto", {"enum": ["auto", "bf16", "fp32"]}),
+        "memory_format": ("Enum", "auto", {"enum": ["auto", "channels_last", "contiguous"]}),
     }, {"scored_dataset": "DataFrameDirectory"}),
     "evaluate_model": (False, {
         "scored_dataset": ("DataFrameDirectory", None, {}),
@@ -335,7 +342,7 @@ def test_environment_is_the_tested_set_exactly_and_a_current_image():
 
     assert pinned["torch"] == version("torch") and pinned["mlflow"] == version("mlflow")
     env = load_environment(REPO / "environments" / "designer-resnet.yaml")
-    assert re.fullmatch(r"mcr\.microsoft\.com/azureml/openmpi5\.0-cuda12\.\d+-ubuntu2[24]\.04:\w+", env.image)
+    assert re.fullmatch(r"mcr\.microsoft\.com/azureml/openmpi5\.0-cuda\d+\.\d+-ubuntu2[24]\.04:\w+", env.image)
     for name in NAMES:
         v2_env, typed_env = _raw(V2_DIR, name)["environment"], _raw(TYPED_DIR, name)["environment"]
         assert v2_env == {"image": env.image, "conda_file": conda}

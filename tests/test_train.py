@@ -47,7 +47,7 @@ def _valid_batch(path):
     ds = ImageDataset(valid, trained.preprocess["transforms"] + [["Normalize", {"mean": trained.preprocess["mean"],
                                                                                 "std": trained.preprocess["std"]}]],
                       {c: i for i, c in enumerate(trained.categories)})
-    return torch.stack([ds[i][0] for i in range(len(ds))]), trained
+    return ds.device_batch(torch.stack([ds[i][0] for i in range(len(ds))]), torch.device("cpu")), trained
 
 
 def test_training_writes_loadable_model_and_mlflow_model(tiny, monkeypatch):

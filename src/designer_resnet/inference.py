@@ -1,7 +1,8 @@
 """The one predictor Score Image Model and the served model share: a trained model, ready to give class probabilities.
 
 It owns everything between a decoded image and its probabilities: the network
-on the device (eval mode; channels_last and bf16 autocast on CUDA), the
+on the device (eval mode; precision and layout from compute.Compute: bf16
+autocast and channels_last on CUDA unless told otherwise), the
 per-image pipeline and the batch finish from the model's pre-processing, and
 the grouping of equally sized images into batches. Callers only decode images
 and write answers, so a change to batching or autocast is made here, once.
@@ -9,6 +10,7 @@ and write answers, so a change to batching or autocast is made here, once.
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import islice
 from typing import Callable, Iterable
 
@@ -16,8 +18,10 @@ import numpy as np
 import torch
 import torchvision.transforms as T
 
+from .compute import AUTO, Compute, default_device
 from .errors import UserError
 from .models.model_directory import TrainedModel
+from .transforms.batch import normalize
 from .transforms.ledger import Ledger
 from .transforms.ops import DETERMINISTIC_OPS, image_pipeline, tensor_pipeline
 
@@ -34,13 +38,7 @@ def inference_pipeline(ops: list[list], mean: list, std: list) -> tuple[Callable
     """
     if all(op[0] in DETERMINISTIC_OPS for op in ops):
         per_image = T.Compose([image_pipeline(ops), T.PILToTensor()])
-        mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
-
-        def finish(batch):
-            return (batch.float() - mean_t.to(batch.device)) / std_t.to(batch.device)
-
-        return per_image, finish
+        return per_image, partial(normalize, mean=list(mean), std=list(std))
     full = list(ops) + [["Normalize", {"mean": list(mean), "std": list(std)}]]
     return tensor_pipeline(full), lambda batch: batch
 
@@ -58,15 +56,17 @@ class Predictor:
 
     `ledger`: the ledger of the images it will be given, so it applies only
     what their files still lack of the model's pre-processing; None for raw
-    images (the whole chain). `device`: CUDA when available unless given.
-    The network is moved to the device in place.
+    images (the whole chain). `device`: CUDA when available unless given;
+    `precision` and `memory_format` as compute.Compute resolves them. The
+    network is moved to the device in place.
     """
 
-    def __init__(self, model: TrainedModel, ledger: Ledger | None = None, *, device: torch.device | None = None):
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def __init__(self, model: TrainedModel, ledger: Ledger | None = None, *, device: torch.device | None = None,
+                 precision: str = AUTO, memory_format: str = AUTO):
+        self.device = device or default_device()
+        self.compute = Compute.resolve(self.device, precision=precision, memory_format=memory_format)
         self.categories = list(model.categories)
-        net = model.model.to(self.device).eval()
-        self.net = net.to(memory_format=torch.channels_last) if self.cuda else net
+        self.net = self.compute.place(model.model).eval()
         pre = model.preprocess
         ops = ledger.ops_to_score(pre) if ledger is not None else pre["transforms"]
         # per_image travels to DataLoader workers, so it is a plain picklable transform, not a bound method.
@@ -80,10 +80,8 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
         """Softmax of the network on one stacked batch of `per_image` outputs (all of one size)."""
-        batch = self._finish(batch.to(self.device, non_blocking=True))
-        if self.cuda:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+        batch = self.compute.layout(self._finish(batch.to(self.device, non_blocking=True)))
+        with self.compute.autocast():
             logits = self.net(batch)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         if not np.isfinite(probs).all():  # NaN or infinite logits: broken weights, not an answer

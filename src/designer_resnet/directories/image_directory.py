@@ -183,12 +183,16 @@ class ImageDirectory:
 
         A file Pillow cannot decode, or one over its pixel limit, raises UnreadableImage.
         """
+        return self.open_image_and_format(row)[0]
+
+    def open_image_and_format(self, row: dict) -> tuple[Image.Image, str | None]:
+        """open_image, and the file's format as Pillow names it ('JPEG', 'MPO', 'PNG', ...), read from its bytes."""
         path = self.image_path(row)
         try:
             with open_guarded(path) as img:
-                return img.convert("RGB")
+                return img.convert("RGB"), img.format
         except DECODE_ERRORS as exc:
-            raise self._unreadable(row, exc) from None
+            raise self.unreadable(row, exc) from None
 
     def image_size(self, row: dict) -> tuple[int, int]:
         """(width, height) of one row's image from its header (no decode); UnreadableImage as open_image."""
@@ -197,9 +201,23 @@ class ImageDirectory:
             with open_guarded(path) as img:
                 return img.size
         except DECODE_ERRORS as exc:
-            raise self._unreadable(row, exc) from None
+            raise self.unreadable(row, exc) from None
 
-    def _unreadable(self, row: dict, exc: Exception) -> UnreadableImage:
+    def read_encoded(self, row: dict) -> tuple[Image.Image, bytes]:
+        """(header, file bytes) of one row's image, undecoded: for decoding elsewhere; UnreadableImage as open_image.
+
+        The header image is closed: its size, format and mode are there, its pixels are not.
+        """
+        path = self.image_path(row)
+        try:
+            with open_guarded(path) as img:
+                img.fp.seek(0)
+                return img, img.fp.read()
+        except DECODE_ERRORS as exc:
+            raise self.unreadable(row, exc) from None
+
+    def unreadable(self, row: dict, exc: Exception) -> UnreadableImage:
+        """The refusal for a row whose file failed to decode (here, or elsewhere such as on a GPU)."""
         cause = exc.__class__.__name__
         if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
             cause += f": over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels"

@@ -59,9 +59,12 @@ def _collate(items):
 
 
 def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int = default(_SPEC, "batch_size"),
-            workers: int | None = None, device: torch.device | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+            workers: int | None = None, device: torch.device | None = None,
+            precision: str = default(_SPEC, "precision"),
+            memory_format: str = default(_SPEC, "memory_format")) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Class probabilities (n × classes, NaN rows for unreadable images) in row order."""
-    predictor = Predictor(model, Ledger(directory.extension), device=device)
+    predictor = Predictor(model, Ledger(directory.extension), device=device, precision=precision,
+                          memory_format=memory_format)
     workers = loader_workers(predictor.cuda) if workers is None else workers
     loader = DataLoader(_ScoringSet(directory, predictor.per_image), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=predictor.cuda)
@@ -99,12 +102,14 @@ def _none_readable(directory: ImageDirectory, failed: list[tuple[int, str]]) -> 
 
 def score_image_model(model_dir: str | Path, image_dir: str | Path, output_dir: str | Path, *,
                       batch_size: int = default(_SPEC, "batch_size"),
+                      precision: str = default(_SPEC, "precision"), memory_format: str = default(_SPEC, "memory_format"),
                       workers: int | None = None) -> ScoreReport:
     """Score every image of `image_dir` with the trained model; write a DataFrameDirectory."""
     model = read_trained(model_dir, input_name="trained_model")
     directory = ImageDirectory.load(image_dir, input_name="dataset")
     with StagedOutput(output_dir, output_name="scored_dataset") as stage:
-        probs, failed = predict(model, directory, batch_size=batch_size, workers=workers)
+        probs, failed = predict(model, directory, batch_size=batch_size, workers=workers, precision=precision,
+                                memory_format=memory_format)
         if failed and len(failed) == len(directory):  # raised inside the stage: nothing is published
             raise UserError(_none_readable(directory, failed))
         table = scored_table(directory, model.categories, probs)

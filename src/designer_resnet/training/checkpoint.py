@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..component_source import parameters
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from .distributed import DistInfo
@@ -24,7 +25,9 @@ from .state import TrainingState
 CHECKPOINT = "checkpoint.pt"
 # Training parameters that do not change the trained weights: a checkpoint made with other values may continue.
 # `epochs` may grow, to train a finished run further (the learning-rate decay is then stretched to the new end).
-NOT_IDENTITY = ("epochs", "print_frequency", "workers")
+# How the device computes (layout, compilation, where JPEGs are decoded) changes weights only in rounding.
+NOT_IDENTITY = ("epochs", "print_frequency", "workers", "memory_format", "compile", "jpeg_decode")
+_SPEC = "train_pytorch_model"
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -88,6 +91,8 @@ def load_checkpoint(folder: Path | None, identity: dict) -> dict | None:
     if made is None:
         raise UserError(f"checkpoint_path: the checkpoint in {folder} was made by an older version that did not "
                         "record its run; give an empty checkpoint folder to start over")
+    # A parameter added since the checkpoint was made is not held against it: that version had no choice.
+    made = {**{k: identity[k] for k in identity if k not in made and k in parameters(_SPEC)}, **made}
     differs = _difference(made, identity)
     if differs:
         raise UserError(f"checkpoint_path: the checkpoint in {folder} was made with {differs}; "

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import UserError
-from ..parallel import loader_workers
+from ..parallel import loader_workers, workers_within_shared_memory
 from .dataset import collate
 from .distributed import DistInfo
 
@@ -103,6 +103,15 @@ def make_loaders(train_set, valid_set, *, batch_size: int, workers: int | None, 
     """(training loader, its EpochShuffle, validation loader); `workers` None picks a number for the device."""
     if workers is None:
         workers = loader_workers(device.type == "cuda", info.local_world_size)
+        if workers:
+            batch_bytes = step_batch(batch_size, len(train_set), info.world_size) * train_set.item_nbytes()
+            fitting = workers_within_shared_memory(workers, batch_bytes, info.local_world_size)
+            if fitting < workers and info.is_main:
+                log.warning("%d loader workers per process instead of %d: their batches would not fit in /dev/shm; "
+                            "give the job more shared memory (resources.shm_size, e.g. 16g)", fitting, workers)
+            workers = fitting
+    if info.is_main:
+        log.info("%d loader worker(s) per process", workers)
     if workers == 0:
         for name, dataset in (("training", train_set), ("validation", valid_set)):
             if dataset.enable_cache():

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..component_source import default
+from ..compute import Compute, default_device
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
@@ -31,7 +32,7 @@ from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..tracking import StepLog
 from .batch_norm import synchronise_batch_norm
 from .checkpoint import CHECKPOINT, load_checkpoint, run_identity, save_checkpoint
-from .dataset import ImageDataset, Transforms, batches, check_datasets, transforms_for
+from .dataset import ImageDataset, Transforms, batches, check_datasets, decode_plan, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
 from .loaders import STREAM_AUGMENT, STREAM_PROCESS, check_batch_norm_batch, epoch_seed, make_loaders
 from .report import METRICS_FILE, epoch_metrics, plot_curves
@@ -55,6 +56,10 @@ class TrainConfig:
     patience: int = default(_SPEC, "patience")
     print_frequency: int = default(_SPEC, "print_frequency")
     sync_batch_norm: bool = default(_SPEC, "sync_batch_norm")  # BatchNorm statistics over the global batch
+    precision: str = default(_SPEC, "precision")  # auto: bf16 autocast on CUDA, fp32 on CPU (compute.Compute)
+    memory_format: str = default(_SPEC, "memory_format")  # auto: channels_last on CUDA
+    compile: bool = default(_SPEC, "compile")  # torch.compile the network
+    jpeg_decode: str = default(_SPEC, "jpeg_decode")  # auto: JPEG files decoded in batches on the GPU
     workers: int | None = default(_SPEC, "workers")
 
 
@@ -110,19 +115,18 @@ def lr_lambda(warmup: int, total: int, power: float = 0.9):
     return factor
 
 
-def _all_sum(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+def _all_sum(values: list, device: torch.device, info: DistInfo) -> list[float]:
+    """Sums over all processes of numbers or 0-d tensors on the device; one transfer to the host."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
     if info.enabled:
         dist.all_reduce(t)
     return t.tolist()
 
 
-def to_device(images: torch.Tensor, targets: torch.Tensor, device: torch.device):
-    """A batch on the device; channels_last on CUDA, where convolutions are faster in it."""
-    images = images.to(device, non_blocking=True)
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, targets.to(device, non_blocking=True)
+def to_device(images, targets: torch.Tensor, dataset: ImageDataset, compute: Compute):
+    """A loader batch as the network's input on the device: decoded and normalised there, in the chosen layout."""
+    images = compute.layout(dataset.device_batch(images, compute.device))
+    return images, targets.to(compute.device, non_blocking=True)
 
 
 def _stop_requested(sigterm: _SigtermWatch | None, device, info: DistInfo) -> bool:
@@ -145,18 +149,25 @@ def _terminated(epoch: int, checkpoint_dir: Path | None, *, during: bool):
                                "rerun with the same checkpoint_path to resume")
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfig, epoch: int, info: DistInfo,
-                    sigterm: _SigtermWatch | None = None):
+def train_one_epoch(model, loader, optimizer, scheduler, compute: Compute, cfg: TrainConfig, epoch: int,
+                    info: DistInfo, sigterm: _SigtermWatch | None = None):
+    """One pass over the loader; (mean loss, error rate, images/s) over all processes.
+
+    The host never waits for the device inside a step: loss and error counts
+    add up on the device, read once per print_frequency steps and once at the end.
+    """
     model.train()
     criterion = nn.CrossEntropyLoss()
-    amp = device.type == "cuda"
-    total_loss = total_wrong = seen = 0.0
+    device = compute.device
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    total_wrong = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     start = time.perf_counter()
     for step, (images, targets) in enumerate(batches(loader), 1):
         if sigterm is not None and sigterm.requested and not info.enabled:
             break  # single process: stop now (the caller raises); under DDP all ranks stop at the epoch's end
-        images, targets = to_device(images, targets, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        images, targets = to_device(images, targets, loader.dataset, compute)
+        with compute.autocast():
             logits = model(images)
             loss = criterion(logits, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -164,19 +175,19 @@ def train_one_epoch(model, loader, optimizer, scheduler, device, cfg: TrainConfi
         optimizer.step()
         scheduler.step()
         n = targets.numel()
-        total_loss += loss.item() * n
-        total_wrong += (logits.argmax(1) != targets).sum().item()
+        total_loss += loss.detach().double() * n
+        total_wrong += (logits.argmax(1) != targets).sum()
         seen += n
         if info.is_main and cfg.print_frequency and step % cfg.print_frequency == 0:
             log.info("epoch %d [%d/%d] loss %.4f lr %.6f", epoch, step, len(loader), loss.item(),
                      optimizer.param_groups[0]["lr"])
-    elapsed = time.perf_counter() - start
     loss_sum, wrong, count = _all_sum([total_loss, total_wrong, seen], device, info)
+    elapsed = time.perf_counter() - start  # after the transfer, which waits for the last step
     return loss_sum / max(count, 1), wrong / max(count, 1), count / elapsed
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, info: DistInfo):
+def evaluate(model, loader, compute: Compute, info: DistInfo):
     """Each rank scores its own shard with the plain module, on rank 0's BatchNorm statistics.
 
     Not through DDP's forward: that broadcasts buffers, a collective, and a rank whose shard
@@ -188,24 +199,29 @@ def evaluate(model, loader, device, info: DistInfo):
             dist.broadcast(buffer, 0)
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    amp = device.type == "cuda"
-    loss_sum = top1 = top5 = seen = 0.0
+    device = compute.device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top1 = torch.zeros((), dtype=torch.int64, device=device)
+    top5 = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     for images, targets in batches(loader):
-        images, targets = to_device(images, targets, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        images, targets = to_device(images, targets, loader.dataset, compute)
+        with compute.autocast():
             logits = model(images)
         logits = logits.float()
-        loss_sum += criterion(logits, targets).item()
+        loss_sum += criterion(logits, targets).double()
         k = min(5, logits.shape[1])
         best = logits.topk(k, dim=1).indices
-        top1 += (best[:, 0] == targets).sum().item()
-        top5 += (best == targets[:, None]).any(dim=1).sum().item()
+        top1 += (best[:, 0] == targets).sum()
+        top5 += (best == targets[:, None]).any(dim=1).sum()
         seen += targets.numel()
     loss_sum, top1, top5, seen = _all_sum([loss_sum, top1, top5, seen], device, info)
     return loss_sum / seen, top1 / seen, top5 / seen
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
+    """The network itself, out of torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
@@ -214,11 +230,15 @@ class _Process:
     """This process's part in a run: its rank, device and SIGTERM watch, and where it writes."""
 
     info: DistInfo
-    device: torch.device
+    compute: Compute  # the device, and how the network runs there
     sigterm: _SigtermWatch
     stage: StagedOutput | None  # rank 0's staging folder; the other ranks write nothing
     output_dir: str | Path  # as given, for the log line
     checkpoint_dir: Path | None
+
+    @property
+    def device(self) -> torch.device:
+        return self.compute.device
 
 
 @dataclass
@@ -244,7 +264,10 @@ def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, 
             # Rank 0 claims the output first: a non-empty folder fails before any training.
             stage = stack.enter_context(StagedOutput(output_dir, output_name="trained_model")) if info.is_main else None
             checkpoints = stack.enter_context(_checkpoint_folder(Path(checkpoint_dir))) if checkpoint_dir else None
-            run = _Process(info, _device(info), sigterm, stage, output_dir, checkpoints)
+            compute = Compute.resolve(_device(info), precision=cfg.precision, memory_format=cfg.memory_format,
+                                      compile=cfg.compile)
+            stack.enter_context(compute.compilation())
+            run = _Process(info, compute, sigterm, stage, output_dir, checkpoints)
             return _train(untrained_dir, train_dir, valid_dir, cfg, run)
     finally:
         shutdown(info)
@@ -306,9 +329,14 @@ def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process)
     model = _build_model(inputs.untrained, len(inputs.categories), cfg.sync_batch_norm, run)
     train_loader, valid_loader = _loaders(inputs, cfg, run)
     optimizer, scheduler = _optimizer(model, cfg, len(train_loader), run.info.world_size)
+    if run.info.is_main:
+        log.info("computing on %s", run.compute.describe())
+        _warn_small_gpu_batch(train_loader.batch_size, cfg, run.compute)
 
     state = TrainingState(epochs=cfg.epochs, patience=cfg.patience)
-    identity = run_identity(asdict(cfg), run.info, inputs.untrained, inputs.train, inputs.valid)
+    # `precision` as it resolved here: auto on a CPU and fp32 are the same run, auto on a GPU and on a CPU are not.
+    identity = run_identity({**asdict(cfg), "precision": run.compute.precision}, run.info, inputs.untrained,
+                            inputs.train, inputs.valid)
     checkpoint = load_checkpoint(run.checkpoint_dir, identity)
     if checkpoint is not None:
         state.restore(checkpoint, _unwrap(model), optimizer, scheduler)
@@ -319,11 +347,11 @@ def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process)
         for epoch in state.epochs_left():
             _seed_epoch(train_loader, cfg.random_seed, epoch, run.info)
             lr = optimizer.param_groups[0]["lr"]
-            trained = train_one_epoch(model, train_loader, optimizer, scheduler, run.device, cfg, epoch, run.info,
+            trained = train_one_epoch(model, train_loader, optimizer, scheduler, run.compute, cfg, epoch, run.info,
                                       run.sigterm)
             if _stop_requested(run.sigterm, run.device, run.info):
                 _terminated(epoch, run.checkpoint_dir, during=True)
-            result = EpochResult(epoch, lr, *trained, *evaluate(model, valid_loader, run.device, run.info))
+            result = EpochResult(epoch, lr, *trained, *evaluate(model, valid_loader, run.compute, run.info))
             state.record(result, _unwrap(model).state_dict)
             _report_epoch(result, state, metrics, run.info)
             if run.info.is_main and run.checkpoint_dir is not None:
@@ -342,11 +370,26 @@ def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process)
 
 
 def _device(info: DistInfo) -> torch.device:
-    """This process's GPU where there is one, else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    torch.backends.cudnn.benchmark = True
-    return torch.device("cuda", info.local_rank)
+    """This process's GPU where there is one, else the CPU (compute.default_device)."""
+    device = default_device(info.local_rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size throughout: let cuDNN pick its fastest kernels
+    return device
+
+
+# Images per GPU step below which a ResNet step is too short to keep the GPU busy (launch-bound: the host
+# issues kernels no faster than the GPU finishes them).
+GPU_BATCH_MIN = 64
+
+
+def _warn_small_gpu_batch(batch_size: int, cfg: TrainConfig, compute: Compute) -> None:
+    """Say once, on a GPU, that a small batch leaves it idle, and what to use instead (README: "Training on GPUs")."""
+    if compute.device.type != "cuda" or batch_size >= GPU_BATCH_MIN:
+        return
+    scaled = cfg.learning_rate * 256 / batch_size
+    log.warning("batch_size %d leaves the GPU idle between steps; use 128 to 256 images per GPU and scale "
+                "learning_rate with it (the linear rule: %.4g at batch 256 for your %.4g at %d)",
+                batch_size, scaled, cfg.learning_rate, batch_size)
 
 
 def _read_inputs(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, info: DistInfo) -> _Inputs:
@@ -365,20 +408,19 @@ def _build_model(untrained: UntrainedModel, num_classes: int, sync_batch_norm: b
     model = untrained.build(num_classes)
     if sync_batch_norm:
         model = synchronise_batch_norm(model, run.device)
-    model = model.to(run.device)
-    if run.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = run.compute.place(model)
     if run.info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[run.info.local_rank]
                                                     if run.device.type == "cuda" else None)
-    return model
+    return run.compute.compiled(model)
 
 
 def _loaders(inputs: _Inputs, cfg: TrainConfig, run: _Process):
     """(training loader, validation loader); the training loader's sampler and dataset take each epoch's seeds."""
     class_index = {c: i for i, c in enumerate(inputs.categories)}
     ops = inputs.ops
-    train_set = ImageDataset(inputs.train, ops.train_ops, class_index, ops.raw_size)
+    decode = decode_plan(cfg.jpeg_decode, ops.train_ops, inputs.train, run.device)
+    train_set = ImageDataset(inputs.train, ops.train_ops, class_index, ops.raw_size, decode=decode)
     valid_set = ImageDataset(inputs.valid, ops.valid_ops, class_index, ops.raw_size)
     train_loader, _, valid_loader = make_loaders(train_set, valid_set, batch_size=cfg.batch_size, workers=cfg.workers,
                                                  seed=cfg.random_seed, info=run.info, device=run.device)
@@ -439,7 +481,8 @@ def _write_model(model: nn.Module, state: TrainingState, inputs: _Inputs, cfg: T
     """Rank 0 writes the best epoch's weights as a trained ModelDirectory that is also an MLflow model."""
     if run.stage is None:
         return None
-    final = copy.deepcopy(_unwrap(model)).to("cpu")
+    # Contiguous on CPU whatever the training layout: what any loader of the weights expects.
+    final = copy.deepcopy(_unwrap(model)).to("cpu", memory_format=torch.contiguous_format)
     final.load_state_dict(state.best_weights)
     write_trained(run.stage.path, final, inputs.untrained, inputs.categories, inputs.ops.preprocess,
                   extra={"best_epoch": state.best_epoch, "best_top1": state.best_top1, "epochs_run": len(state.history),

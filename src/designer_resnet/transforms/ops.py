@@ -41,7 +41,7 @@ TOO_LARGE_FIX = ("crop such images to a less extreme aspect ratio first, or give
                  "[height, width] pair")
 
 
-def _build(name: str, args):
+def build_op(name: str, args):
     cls = getattr(T, name)
     if isinstance(args, dict):
         return cls(**args)
@@ -65,7 +65,7 @@ def validate_ops(ops, *, input_name: str = "transformation") -> list[list]:
         if name not in KNOWN_OPS:
             raise UserError(f"{input_name}: unknown transform {name!r}; allowed: {', '.join(sorted(KNOWN_OPS))}")
         try:
-            _build(name, args)
+            build_op(name, args)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{input_name}: {name} does not accept {args!r} ({exc})") from None
         _check_bounds(name, args, input_name)
@@ -225,7 +225,7 @@ def image_pipeline(ops: list[list]) -> Callable:
     bad = [op[0] for op in ops if op[0] in TENSOR_OPS]
     if bad:
         raise ValueError(f"tensor ops {bad} cannot be applied to an image file")
-    return T.Compose([_SizeCheck(ops)] + [_build(name, args) for name, args in ops])
+    return T.Compose([_SizeCheck(ops)] + [build_op(name, args) for name, args in ops])
 
 
 def tensor_pipeline(ops: list[list]) -> Callable:
@@ -240,7 +240,7 @@ def tensor_pipeline(ops: list[list]) -> Callable:
         elif name in TENSOR_OPS and not have_tensor:
             steps.append(T.ToTensor())
             have_tensor = True
-        steps.append(_build(name, args))
+        steps.append(build_op(name, args))
     if not have_tensor:
         steps.append(T.ToTensor())
     return T.Compose(steps)
