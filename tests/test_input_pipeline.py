@@ -355,3 +355,14 @@ def _compiled_epoch(colour_sets, compute):
     assert np.isfinite(loss) and 0 <= error <= 1
     assert set(train_module._unwrap(model).state_dict()) == set(before)  # no "_orig_mod." prefix in what is saved
     assert not torch.equal(net.state_dict()["0.weight"], before["0.weight"])  # the compiled steps trained the net
+
+
+def test_a_small_batch_on_a_gpu_is_warned_about_with_the_scaled_learning_rate(caplog):
+    cfg = TrainConfig(batch_size=16, learning_rate=0.001)
+    with caplog.at_level(logging.WARNING):
+        train_module._warn_small_gpu_batch(16, cfg, Compute.resolve(torch.device("cpu")))
+        assert not caplog.records  # a CPU is not left idle by a small batch
+        train_module._warn_small_gpu_batch(256, cfg, Compute.resolve(torch.device("cuda")))
+        assert not caplog.records
+        train_module._warn_small_gpu_batch(16, cfg, Compute.resolve(torch.device("cuda")))
+    assert "batch_size 16" in caplog.text and "0.016 at batch 256" in caplog.text

@@ -190,7 +190,8 @@ class ImageDirectory:
         path = self.image_path(row)
         try:
             with open_guarded(path) as img:
-                return img.convert("RGB"), img.format
+                img.load()  # decoded here, inside the guard; an RGB image needs no converted copy
+                return (img if img.mode == "RGB" else img.convert("RGB")), img.format
         except DECODE_ERRORS as exc:
             raise self.unreadable(row, exc) from None
 

@@ -1,0 +1,40 @@
+"""The benchmarks run end to end and print their ratios (tiny arguments: this checks they work, not the figures)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    """The benchmark's printed lines, after checking it exits 0; one thread, so a busy machine does not stall it."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_loader_benchmark_prints_the_ratios_and_that_apply_kept_every_jpeg_byte_for_byte():
+    out = run_benchmark("loader_throughput.py", "--images", "12", "--size", "32", "--batch-size", "4",
+                        "--repeats", "1")
+    assert "ratio uint8 / before: " in out and "ratio JPEG bytes / before: " in out
+    assert "12 of 12 output files keep their input's bytes: yes; output / input bytes 1.000" in out
+
+
+@pytest.mark.slow
+def test_train_benchmark_trains_from_jpeg_files_decoded_on_the_device_against_the_plain_loop():
+    out = run_benchmark("train_throughput.py", "--from-jpeg", "--jpeg-decode", "device", "--images", "16",
+                        "--size", "16", "--batch-size", "8", "--epochs", "2", "--repeats", "1")
+    assert "jpeg_decode device" in out and "ratio ours / plain: " in out
+
+
+@pytest.mark.slow
+def test_train_benchmark_default_mode_still_compares_ours_with_the_plain_loop():
+    out = run_benchmark("train_throughput.py", "--images", "16", "--size", "16", "--batch-size", "8", "--epochs", "2",
+                        "--repeats", "1")
+    assert "ratio ours / plain: " in out and "JPEG" not in out
