@@ -104,7 +104,9 @@ def make_loaders(train_set, valid_set, *, batch_size: int, workers: int | None, 
     if workers is None:
         workers = loader_workers(device.type == "cuda", info.local_world_size)
         if workers:
-            batch_bytes = step_batch(batch_size, len(train_set), info.world_size) * train_set.item_nbytes()
+            # The larger of the two sets' items: on the device-decode path training items are JPEG bytes,
+            # validation items decoded images.
+            batch_bytes = batch_size * max(train_set.item_nbytes(), valid_set.item_nbytes())
             fitting = workers_within_shared_memory(workers, batch_bytes, info.local_world_size)
             if fitting < workers and info.is_main:
                 log.warning("%d loader workers per process instead of %d: their batches would not fit in /dev/shm; "
