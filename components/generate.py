@@ -15,6 +15,7 @@ Sources (edit these):
 Generated (never edit):
   components/<name>.yaml                  v2 command component (uri_folder / mlflow_model ports)
   components/typed/<name>.yaml            designer-typed component, named <name>_typed
+  components/parallel/<name>.yaml         v2 parallel component, for a source with a `parallel:` flavour
   pipelines/image_classification_typed.yml
 
 Environments are written inline into every spec, so a spec packaged by
@@ -34,17 +35,20 @@ sys.path.insert(0, str(REPO / "src"))
 
 from designer_resnet import __version__  # noqa: E402
 from designer_resnet.arguments import ComponentArgumentParser  # noqa: E402
+from designer_resnet.component_source import PARALLEL, flavour  # noqa: E402
 from designer_resnet.specs import (  # noqa: E402
     DESIGNER_PORT_TYPES, TYPED_SUFFIX, V2_FOLDER, V2_PARAM_TYPE, V2_PORT_TYPE, designer_note, typed_to_v2)
 
 SOURCES = REPO / "src" / "designer_resnet" / "components"
 V2_DIR = REPO / "components"
 TYPED_DIR = REPO / "components" / "typed"
+PARALLEL_DIR = REPO / "components" / "parallel"
 ENVIRONMENTS = REPO / "environments"
 PIPELINE = REPO / "pipelines" / "image_classification.yml"
 TYPED_PIPELINE = REPO / "pipelines" / "image_classification_typed.yml"
 
 V2_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
+PARALLEL_SCHEMA = "https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json"
 TYPED_SCHEMA = "https://componentsdk.azureedge.net/jsonschema/{}.json"
 PACKAGE_TAG = "designer-resnet"
 # What every source must hold, and of which kind (`distributed` and `local_options` are optional).
@@ -209,6 +213,30 @@ def render_component(source_path: Path, v2: bool) -> str:
     return text + "launcher:\n  type: pytorch\n  " + _folded("additional_arguments", lines).replace("\n  ", "\n    ")
 
 
+def render_parallel(source_path: Path) -> str:
+    """The text of a source's parallel flavour: a v2 parallel component running its entry script."""
+    load_source(source_path)
+    source = flavour(source_path.stem, PARALLEL)
+    head = {
+        "$schema": PARALLEL_SCHEMA,
+        "name": source["name"],
+        "version": __version__,
+        "display_name": source["display_name"],
+        "type": "parallel",
+        "description": " ".join(str(source["description"]).split()),
+        "tags": {"category": source["category"], "package": PACKAGE_TAG, "flavour": "v2-parallel"},
+        "is_deterministic": True,
+        "inputs": _inputs(source, True),
+        "outputs": _outputs(source, True),
+        "input_data": f"${{{{inputs.{source['input_data']}}}}}",
+        **source["settings"],
+    }
+    task = {"type": "run_function", "code": "../../src", "entry_script": source["entry_script"],
+            "environment": _environment(True)}
+    text = _header(source_path) + _dump(head) + _dump({"task": task})
+    return text + "  " + _folded("program_arguments", command_lines(source, True)).replace("\n  ", "\n    ")
+
+
 def render_typed_pipeline() -> str:
     """The v2 pipeline with every job pointing at the designer-typed spec of its component."""
     doc = read_yaml(PIPELINE, "the v2 pipeline, with `jobs`")
@@ -242,6 +270,8 @@ def generated() -> dict[Path, str]:
     for source in sorted(SOURCES.glob("*.yaml")):
         files[V2_DIR / source.name] = render_component(source, v2=True)
         files[TYPED_DIR / source.name] = render_component(source, v2=False)
+        if PARALLEL in read_yaml(source, "a component source"):
+            files[PARALLEL_DIR / f"{flavour(source.stem, PARALLEL)['name']}.yaml"] = render_parallel(source)
     files[TYPED_PIPELINE] = render_typed_pipeline()
     return files
 
@@ -250,7 +280,7 @@ def stale_or_orphaned() -> list[Path]:
     """Generated files whose text differs from what the sources give, and specs with no source."""
     files = generated()
     stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
-    orphans = [p for d in (V2_DIR, TYPED_DIR) for p in sorted(d.glob("*.yaml")) if p not in files]
+    orphans = [p for d in (V2_DIR, TYPED_DIR, PARALLEL_DIR) for p in sorted(d.glob("*.yaml")) if p not in files]
     return stale + orphans
 
 
@@ -274,6 +304,7 @@ def _generate(check: bool) -> int:
             print("run: python components/generate.py")
         return 1 if bad else 0
     TYPED_DIR.mkdir(exist_ok=True)
+    PARALLEL_DIR.mkdir(exist_ok=True)
     files = generated()
     for path, text in files.items():
         if not path.exists() or path.read_text() != text:

@@ -100,6 +100,10 @@ EXPECTED = {
         "precision": ("Enum", "auto", {"enum": ["auto", "bf16", "fp32"]}),
         "memory_format": ("Enum", "auto", {"enum": ["auto", "channels_last", "contiguous"]}),
     }, {"scored_dataset": "DataFrameDirectory"}),
+    "merge_scored_parts": (False, {
+        "scored_parts": ("AnyDirectory", None, {}),
+        "dataset": ("ImageDirectory", None, {}),
+    }, {"scored_dataset": "DataFrameDirectory"}),
     "evaluate_model": (False, {
         "scored_dataset": ("DataFrameDirectory", None, {}),
         "scored_dataset_to_compare": ("DataFrameDirectory", None, {"optional": True}),
@@ -109,7 +113,7 @@ DISPLAY = {"convert_to_image_directory": "Convert to Image Directory", "split_im
            "init_image_transformation": "Init Image Transformation",
            "apply_image_transformation": "Apply Image Transformation", "resnet": "ResNet", "densenet": "DenseNet",
            "train_pytorch_model": "Train PyTorch Model", "score_image_model": "Score Image Model",
-           "evaluate_model": "Evaluate Model"}
+           "merge_scored_parts": "Merge Scored Parts", "evaluate_model": "Evaluate Model"}
 
 
 def probe(flavour: str, flag: bool) -> dict:
@@ -138,7 +142,7 @@ def _raw(flavour_dir: Path, name: str) -> dict:
 
 
 def test_every_component_has_a_source_and_both_flavours():
-    assert sorted(NAMES) == sorted(EXPECTED) and len(NAMES) == 9
+    assert sorted(NAMES) == sorted(EXPECTED) and len(NAMES) == 10
     assert sorted(p.stem for p in V2_DIR.glob("*.yaml")) == sorted(NAMES)
     assert sorted(p.stem for p in TYPED_DIR.glob("*.yaml")) == sorted(NAMES)
 
@@ -272,7 +276,7 @@ def _copy_for_generation(tmp_path: Path) -> Path:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "src" / "designer_resnet" / "components", root / "src" / "designer_resnet" / "components",
                     ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    for module in ("__init__.py", "specs.py", "errors.py", "process.py", "arguments.py"):
+    for module in ("__init__.py", "specs.py", "errors.py", "process.py", "arguments.py", "component_source.py"):
         shutil.copy(REPO / "src" / "designer_resnet" / module, root / "src" / "designer_resnet" / module)
     return root
 

@@ -13,6 +13,11 @@ Two keys exist only in sources and never reach a spec: `local_options` (flags
 of the entry module that Azure ML never sets, such as loader workers) and an
 output's `optional: true` (the entry module runs without it; on Azure ML every
 output gets a folder).
+
+A source may also describe a parallel flavour (`parallel:`, Azure ML's
+parallel job): the same inputs and parameters, its own outputs, and its entry
+script. `flavour(name, PARALLEL)` is that flavour as a source of its own, whose
+command is the program arguments: the command's input flags, then its outputs.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .errors import UserError
 from .specs import DESIGNER_PORT_TYPES, V2_DATA_TYPES, flags
 
 SOURCES = Path(__file__).resolve().parent / "components"
+PARALLEL = "parallel"
 # Sources use the designer-typed command syntax: `{inputs.x}`, `[optional block]`.
 SOURCE_SYNTAX = "typed"
 LOCAL_OPTIONS = "local_options"
@@ -52,6 +58,22 @@ def load(name: str) -> dict:
     if not path.is_file():
         raise UserError(f"component {name!r} does not exist; the components are {', '.join(names())}")
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def flavour(name: str, kind: str | None = None) -> dict:
+    """A component's source, or its `kind` flavour (PARALLEL) as a source of its own."""
+    source = load(name)
+    if kind is None:
+        return source
+    if kind != PARALLEL or not isinstance(source.get(PARALLEL), dict):
+        raise UserError(f"component {name!r} has no {kind} flavour")
+    section = source[PARALLEL]
+    own_outputs = set(source["outputs"])
+    lines = [line for line in str(source["command"]).splitlines()[1:]
+             if not any(f"{{outputs.{port}}}" in line for port in own_outputs)]
+    lines += [f"--{port} {{outputs.{port}}}" for port in section["outputs"]]
+    return {**{k: v for k, v in source.items() if k not in (PARALLEL, LOCAL_OPTIONS)}, **section,
+            "command": "\n".join(line.strip() for line in lines if line.strip()) + "\n"}
 
 
 def _parameter_type(entry) -> str | None:
@@ -165,9 +187,9 @@ def _add(parser: ComponentArgumentParser, flag: str, entry: dict, *, required: b
     parser.add_argument(flag, **options)
 
 
-def build_parser(name: str) -> ComponentArgumentParser:
+def build_parser(name: str, kind: str | None = None) -> ComponentArgumentParser:
     """The entry module's parser: one flag per port and parameter as the command passes it, plus local options."""
-    source = load(name)
+    source = flavour(name, kind)
     parser = ComponentArgumentParser(prog=name, description=" ".join(str(source["description"]).split()))
     command_flags = flags(str(source["command"]), SOURCE_SYNTAX)
     for direction in ("inputs", "outputs"):
@@ -190,10 +212,15 @@ class Arguments:
     params: dict[str, Any]
 
 
-def parse(name: str, argv: Sequence[str] | None) -> Arguments:
-    """Parse an entry module's command line; a bad value is one `error:` line and exit 1."""
-    values = vars(build_parser(name).parse_args(argv))
-    source = load(name)
+def parse(name: str, argv: Sequence[str] | None, *, kind: str | None = None,
+          known_only: bool = False) -> Arguments:
+    """Parse an entry module's command line; a bad value is one `error:` line and exit 1.
+
+    `known_only` ignores arguments the component does not define (Azure's parallel driver adds its own).
+    """
+    parser = build_parser(name, kind)
+    values = vars(parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv))
+    source = flavour(name, kind)
     ports = {p for d in ("inputs", "outputs") for p, e in source[d].items() if is_port(e)}
     return Arguments({k: v for k, v in values.items() if k in ports},
                      {k: v for k, v in values.items() if k not in ports})

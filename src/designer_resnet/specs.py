@@ -17,6 +17,8 @@ import shlex
 from .errors import UserError
 
 V2_TYPE = "command"
+# A v2 parallel component (Azure ML's parallel job): v2 syntax; its command is `task.program_arguments`.
+PARALLEL_TYPE = "parallel"
 TYPED_TYPES = ("CommandComponent", "DistributedComponent")
 # A port of this designer type takes any folder.
 ANY_PORT = "AnyDirectory"
@@ -49,12 +51,12 @@ def designer_note(port_type: str) -> str:
 def flavour(spec: dict) -> str:
     """'v2' or 'typed'; UserError for anything else."""
     kind = spec.get("type") if isinstance(spec, dict) else None
-    if kind == V2_TYPE:
+    if kind in (V2_TYPE, PARALLEL_TYPE):
         return "v2"
     if kind in TYPED_TYPES:
         return "typed"
-    raise UserError(f"component type {kind!r} is not one this runner knows; use a v2 `command` component or a "
-                    f"designer {' or '.join(TYPED_TYPES)}")
+    raise UserError(f"component type {kind!r} is not one this runner knows; use a v2 `command` or `parallel` "
+                    f"component or a designer {' or '.join(TYPED_TYPES)}")
 
 
 def port_type(spec: dict, direction: str, port: str) -> str | None:
@@ -71,9 +73,32 @@ def port_type(spec: dict, direction: str, port: str) -> str | None:
     return note.group(1) if note else entry.get("type")
 
 
+def is_parallel(spec: dict) -> bool:
+    """True for a v2 parallel component."""
+    return spec.get("type") == PARALLEL_TYPE
+
+
+def _task(spec: dict) -> dict:
+    task = spec.get("task")
+    return task if isinstance(task, dict) else {}
+
+
 def command_template(spec: dict) -> str:
-    """The command line template: `command`, or a DistributedComponent's launcher arguments."""
+    """The command line template: `command`, a DistributedComponent's launcher arguments, or a parallel
+    component's program arguments (its entry script gets them; there is no `python` in front)."""
+    if is_parallel(spec):
+        return str(_task(spec).get("program_arguments") or "")
     return spec.get("command") or (spec.get("launcher") or {}).get("additional_arguments") or ""
+
+
+def code_folder(spec: dict) -> str:
+    """The spec's code snapshot folder, relative to the spec (a parallel component's is its task's)."""
+    return str((_task(spec) if is_parallel(spec) else spec).get("code", "."))
+
+
+def entry_script(spec: dict) -> str:
+    """A parallel component's entry script, relative to its code folder."""
+    return str(_task(spec).get("entry_script") or "")
 
 
 def is_distributed(spec: dict, node: dict | None = None) -> bool:

@@ -14,5 +14,6 @@ COMPONENTS = {
     "densenet": "densenet",
     "train": "train_pytorch_model",
     "score": "score_image_model",
+    "merge-scores": "merge_scored_parts",
     "evaluate": "evaluate_model",
 }

@@ -24,8 +24,8 @@ from typing import Iterator
 from ..arguments import int_in
 from ..component_source import is_port, value_parser
 from ..errors import UserError
-from ..parallel import processes_per_node
-from ..specs import command_template, flavour, is_distributed, render
+from ..parallel import available_cpus, processes_per_node
+from ..specs import code_folder, command_template, entry_script, flavour, is_distributed, is_parallel, render
 from .graph import Node, Pipeline, check_pipeline, load_pipeline, topological_order
 
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([\w-]+)\s*\}\}$")
@@ -170,7 +170,10 @@ def check_parameter_values(pipeline: Pipeline, values_in: dict[str, str]) -> Non
 
 
 def render_command(node: Node, values: dict[str, str], python: list[str]) -> list[str]:
-    """The node's command as argv, rendered as Azure ML renders its flavour; `python` replaces the leading python."""
+    """The node's command as argv, rendered as Azure ML renders its flavour; `python` replaces the leading python.
+
+    A parallel job's program arguments follow `python` as they are: `python` is then the local parallel driver.
+    """
     template = command_template(node.spec)
     if not template:
         raise UserError(f"pipeline: component of job {node.name!r} has no command")
@@ -178,9 +181,49 @@ def render_command(node: Node, values: dict[str, str], python: list[str]) -> lis
         rendered = render(template, flavour(node.spec), values)
     except UserError as exc:
         raise UserError(f"pipeline: job {node.name!r}: {exc}") from None
+    if is_parallel(node.spec):
+        return python + rendered
     if rendered[:1] != ["python"]:
         raise UserError(f"pipeline: job {node.name!r}: only `python ...` commands run locally")
     return python + rendered[1:]
+
+
+# A parallel job's settings the local driver follows: (key path, flag of runner/parallel.py, default).
+_PARALLEL_SETTINGS = ((("mini_batch_size",), "--mini-batch-size", "10"),
+                      (("retry_settings", "max_retries"), "--max-retries", "3"),
+                      (("mini_batch_error_threshold",), "--mini-batch-error-threshold", "-1"))
+_PARALLEL_WORKERS = (("resources", "instance_count"), ("max_concurrency_per_instance",))
+
+
+def _setting(node: Node, path: tuple[str, ...], values_in: dict[str, str]):
+    """A parallel setting: the job's (a literal or a pipeline input), else the component's; None when neither sets it."""
+    for source in (node.raw, node.spec):
+        value = source
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            return _resolved(value, values_in)[0]
+    return None
+
+
+def parallel_driver(node: Node, values: dict[str, str], values_in: dict[str, str], code_dir: Path) -> list[str]:
+    """The local parallel driver's command for a parallel job, up to its `--` (the program arguments follow).
+
+    Its worker processes stand in for Azure's nodes x max_concurrency_per_instance, as many as the CPUs allow.
+    """
+    flags = []
+    for path, flag, fallback in _PARALLEL_SETTINGS:
+        value = _setting(node, path, values_in)
+        flags += [flag, str(value if value is not None else fallback)]
+    workers = 1
+    for path in _PARALLEL_WORKERS:
+        workers *= int(_setting(node, path, values_in) or 1)
+    input_data = render(str(node.spec.get("input_data") or ""), "v2", values)
+    if len(input_data) != 1:
+        raise UserError(f"pipeline: job {node.name!r}: its input_data must name one input, as ${{{{inputs.x}}}}")
+    return [sys.executable, "-m", "designer_resnet.runner.parallel", "--entry-script",
+            str(code_dir / entry_script(node.spec)), "--input-data", input_data[0], *flags,
+            "--processes", str(max(1, min(workers, available_cpus()))), "--"]
 
 
 def _code_digest(code_dir: Path) -> str:
@@ -277,6 +320,10 @@ def reuse_key(node: Node, *, spec: str, code: str, identity: dict[str, str], pro
     batches each process sees) scale with it, so a run with another count is another job.
     """
     parts = {"spec": spec, "code": code, "inputs": identity, "distribution": node.raw.get("distribution")}
+    parallel = {key: node.raw[key] for key in ("mini_batch_size", "max_concurrency_per_instance", "retry_settings",
+                                               "mini_batch_error_threshold") if key in node.raw}
+    if parallel:  # how a parallel job was split changes nothing it writes, but its log and timing: kept apart
+        parts["parallel"] = parallel
     if is_distributed(node.spec, node.raw):
         parts["processes"] = processes
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -418,7 +465,7 @@ class _Values:
 
     def code_dir(self, node: Node) -> tuple[Path, str]:
         """The job's code snapshot folder (the spec's `code`) and its digest."""
-        folder = (node.spec_path.parent / str(node.spec.get("code", "."))).resolve()
+        folder = (node.spec_path.parent / code_folder(node.spec)).resolve()
         if folder not in self.code_digests:
             self.code_digests[folder] = _code_digest(folder)
         return folder, self.code_digests[folder]
@@ -438,10 +485,13 @@ def _new_run_dir(runs_dir: Path) -> Path:
     return run_dir
 
 
-def _launch(node: Node, values: dict[str, str], folder: Path, code_dir: Path, processes: int, echo, step: str) -> float:
+def _launch(node: Node, values: dict[str, str], folder: Path, code_dir: Path, processes: int, echo, step: str,
+            values_in: dict[str, str]) -> float:
     """Run one job as a subprocess, output and log in `folder`; UserError with the log's tail when it fails."""
     python = [sys.executable]
-    if processes > 1:  # one process needs no launcher: same code path, clearer logs
+    if is_parallel(node.spec):
+        python = parallel_driver(node, values, values_in, code_dir)
+    elif processes > 1:  # one process needs no launcher: same code path, clearer logs
         python = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     argv = render_command(node, values, python)
     env = dict(os.environ)
@@ -500,7 +550,7 @@ def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, r
         folder = result.run_dir / name
         folder.mkdir()
         values.update({f"outputs.{out}": shlex.quote(str(folder / out)) for out in node.spec.get("outputs") or {}})
-        seconds = _launch(node, values, folder, code_dir, processes, echo, step)
+        seconds = _launch(node, values, folder, code_dir, processes, echo, step, values_in)
         index.record(key, folder)
         echo(f"{step} {name}: ok ({seconds:.1f}s{f', {processes} processes' if processes > 1 else ''})")
         result.nodes[name] = NodeResult(name, folder, False, seconds)

@@ -35,16 +35,18 @@ class ScoreReport:
 
 
 class _ScoringSet(Dataset):
-    """(row index, tensor or None, error) so one unreadable image never stops the run."""
+    """(row index, tensor or None, error) for the given rows, so one unreadable image never stops the run."""
 
-    def __init__(self, directory: ImageDirectory, transform):
+    def __init__(self, directory: ImageDirectory, transform, rows: list[int]):
         self.directory = directory
         self.transform = transform
+        self.rows = rows
 
     def __len__(self) -> int:
-        return len(self.directory.rows)
+        return len(self.rows)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, k: int):
+        i = self.rows[k]
         try:
             return i, self.transform(self.directory.open_image(self.directory.rows[i])), None
         except UnreadableImage as exc:  # the one reader's refusal, reported as Apply reports it
@@ -65,16 +67,24 @@ def predict(model: TrainedModel, directory: ImageDirectory, *, batch_size: int =
     """Class probabilities (n × classes, NaN rows for unreadable images) in row order."""
     predictor = Predictor(model, Ledger(directory.extension), device=device, precision=precision,
                           memory_format=memory_format)
+    return predict_rows(predictor, directory, list(range(len(directory))), batch_size=batch_size, workers=workers)
+
+
+def predict_rows(predictor: Predictor, directory: ImageDirectory, rows: list[int], *, batch_size: int,
+                 workers: int | None = None, progress: bool = True) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Probabilities of the given rows (len(rows) × classes, NaN for unreadable images), and the failures
+    as (row index, reason)."""
     workers = loader_workers(predictor.cuda) if workers is None else workers
-    loader = DataLoader(_ScoringSet(directory, predictor.per_image), batch_size=batch_size,
+    loader = DataLoader(_ScoringSet(directory, predictor.per_image, rows), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=predictor.cuda)
-    probs = np.full((len(directory), len(model.categories)), np.nan, dtype=np.float32)
+    position = {row: k for k, row in enumerate(rows)}
+    probs = np.full((len(rows), len(predictor.categories)), np.nan, dtype=np.float32)
     failed: list[tuple[int, str]] = []
-    with tqdm(total=len(directory), unit="img", desc="scoring", disable=len(directory) < 500) as bar:
+    with tqdm(total=len(rows), unit="img", desc="scoring", disable=not progress or len(rows) < 500) as bar:
         for groups, bad in loader:
             failed += bad
             for indices, batch in groups:
-                probs[indices] = predictor.probabilities(batch)
+                probs[[position[i] for i in indices]] = predictor.probabilities(batch)
             bar.update(sum(len(indices) for indices, _ in groups) + len(bad))
     return probs, failed
 
@@ -110,15 +120,20 @@ def score_image_model(model_dir: str | Path, image_dir: str | Path, output_dir: 
     with StagedOutput(output_dir, output_name="scored_dataset") as stage:
         probs, failed = predict(model, directory, batch_size=batch_size, workers=workers, precision=precision,
                                 memory_format=memory_format)
-        if failed and len(failed) == len(directory):  # raised inside the stage: nothing is published
-            raise UserError(_none_readable(directory, failed))
-        table = scored_table(directory, model.categories, probs)
-        extension = {EXTENSION_KEY: {"label_column": directory.label_column, "classes": model.categories,
-                                     "task": "MultiClassification"}}
-        # The schema's roles are what the designer's built-in Evaluate Model reads to find these columns.
-        score_columns = {ASSIGNED_LABELS: SCORED_LABELS,
-                         **{PROBABILITY_PREFIX + c: PROBABILITY_PREFIX + c for c in model.categories}}
-        write_dataframe_directory(stage.path, table, label_column=directory.label_column,
-                                  score_columns=score_columns, extension=extension)
-    report = ScoreReport(len(directory) - len(failed), [(directory.rows[i].get("id"), err) for i, err in failed])
-    return report
+        write_scored(stage.path, directory, model.categories, probs, failed)
+    return ScoreReport(len(directory) - len(failed), [(directory.rows[i].get("id"), err) for i, err in failed])
+
+
+def write_scored(path: Path, directory: ImageDirectory, categories: list[str], probs: np.ndarray,
+                 failed: list[tuple[int, str]]) -> None:
+    """The scored DataFrameDirectory of `directory` into `path` (a stage); UserError when no image could be read."""
+    if failed and len(failed) == len(directory):  # raised inside the stage: nothing is published
+        raise UserError(_none_readable(directory, failed))
+    table = scored_table(directory, categories, probs)
+    extension = {EXTENSION_KEY: {"label_column": directory.label_column, "classes": list(categories),
+                                 "task": "MultiClassification"}}
+    # The schema's roles are what the designer's built-in Evaluate Model reads to find these columns.
+    score_columns = {ASSIGNED_LABELS: SCORED_LABELS, **{PROBABILITY_PREFIX + c: PROBABILITY_PREFIX + c
+                                                        for c in categories}}
+    write_dataframe_directory(path, table, label_column=directory.label_column, score_columns=score_columns,
+                              extension=extension)
