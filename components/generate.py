@@ -10,12 +10,14 @@ Sources (edit these):
   environments/designer-resnet.yaml       the base image (and the environment asset)
   environments/conda.yaml                 the pinned dependencies (written by environments/lock.py)
   pipelines/image_classification.yml      the v2 pipeline
+  pipelines/batch_scoring.yml             the batch-scoring pipeline (and its pipeline component)
   src/designer_resnet/__init__.py         __version__: every component's version (and the package's)
 
 Generated (never edit):
   components/<name>.yaml                  v2 command component (uri_folder / mlflow_model ports)
   components/typed/<name>.yaml            designer-typed component, named <name>_typed
   components/parallel/<name>.yaml         v2 parallel component, for a source with a `parallel:` flavour
+  components/pipeline/batch_scoring.yaml  pipeline component of pipelines/batch_scoring.yml (batch endpoints)
   pipelines/image_classification_typed.yml
 
 Environments are written inline into every spec, so a spec packaged by
@@ -24,6 +26,7 @@ Environments are written inline into every spec, so a spec packaged by
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -43,18 +46,34 @@ SOURCES = REPO / "src" / "designer_resnet" / "components"
 V2_DIR = REPO / "components"
 TYPED_DIR = REPO / "components" / "typed"
 PARALLEL_DIR = REPO / "components" / "parallel"
+PIPELINE_DIR = REPO / "components" / "pipeline"
+GENERATED_DIRS = (V2_DIR, TYPED_DIR, PARALLEL_DIR, PIPELINE_DIR)
 ENVIRONMENTS = REPO / "environments"
 PIPELINE = REPO / "pipelines" / "image_classification.yml"
 TYPED_PIPELINE = REPO / "pipelines" / "image_classification_typed.yml"
+BATCH_PIPELINE = REPO / "pipelines" / "batch_scoring.yml"
+BATCH_COMPONENT = PIPELINE_DIR / "batch_scoring.yaml"
+BATCH_COMPONENT_NAME = "designer_resnet_batch_scoring"
 
 V2_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
 PARALLEL_SCHEMA = "https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json"
+PIPELINE_COMPONENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineComponent.schema.json"
 TYPED_SCHEMA = "https://componentsdk.azureedge.net/jsonschema/{}.json"
 PACKAGE_TAG = "designer-resnet"
 # What every source must hold, and of which kind (`distributed` and `local_options` are optional).
 SOURCE_KEYS = {"name": str, "display_name": str, "category": str, "description": str,
                "inputs": dict, "outputs": dict, "command": str}
 _KIND = {str: "text", dict: "mapping"}
+# Azure ML's parallel job driver runs inside the parallel component's environment: it imports azureml-core
+# (azureml._base_sdk_common), and azureml-examples' parallel environments add azureml-dataset-runtime[fuse] for
+# its inputs. Only the parallel flavour's environment gets them; this package and its tests never import them.
+PARALLEL_DRIVER = ("azureml-core==1.61.0.post4", "azureml-dataset-runtime[fuse]==1.62.0.post1")
+# Lock pins the driver cannot be installed beside, and the versions pip's resolver chose for the lock plus
+# PARALLEL_DRIVER: azureml-core wants packaging<26 and pyopenssl<=26.0 (so cryptography<47);
+# azureml-dataset-runtime wants numpy<2.3.3 and pyarrow<24; its azureml-dataprep wants cloudpickle<3
+# (so joblib<1.6) and azure-identity<=1.17.0. The tests run with the lock's versions, not these.
+PARALLEL_DRIVER_OVERRIDES = {"packaging": "25.0", "cryptography": "46.0.7", "numpy": "2.3.2", "pyarrow": "23.0.1",
+                             "cloudpickle": "2.2.1", "joblib": "1.5.3", "azure-identity": "1.17.0"}
 
 
 class SourceError(Exception):
@@ -160,15 +179,35 @@ def _outputs(source: dict, v2: bool) -> dict:
     return outputs
 
 
-def _environment(v2: bool) -> dict:
+def _environment(v2: bool, parallel: bool = False) -> dict:
     environment = ENVIRONMENTS / "designer-resnet.yaml"
     image = read_yaml(environment, "the environment asset, with `image`").get("image")
     if not isinstance(image, str) or not image:
         raise SourceError(f"{_rel(environment)}: lacks `image`, the base image every spec names")
     conda = read_yaml(ENVIRONMENTS / "conda.yaml", "the pinned dependencies written by environments/lock.py")
+    if parallel:
+        conda = _with_parallel_driver(conda)
     if v2:
         return {"image": image, "conda_file": conda}
     return {"docker": {"image": image}, "conda": {"conda_dependencies": conda}, "os": "Linux"}
+
+
+def _with_parallel_driver(conda: dict) -> dict:
+    """The lock's conda file with PARALLEL_DRIVER added and PARALLEL_DRIVER_OVERRIDES in place of those pins."""
+    where = _rel(ENVIRONMENTS / "conda.yaml")
+    pip = next((d for d in conda.get("dependencies") or [] if isinstance(d, dict) and "pip" in d), None)
+    if pip is None or not isinstance(pip["pip"], list):
+        raise SourceError(f"{where}: lacks the `pip:` list of pins; rewrite it with environments/lock.py")
+    pins = {}
+    for pin in pip["pip"]:
+        name, _, version = str(pin).partition("==")
+        pins[name] = f"{name}=={PARALLEL_DRIVER_OVERRIDES.get(name, version)}"
+    unknown = sorted(set(PARALLEL_DRIVER_OVERRIDES) - set(pins))
+    if unknown:
+        raise SourceError(f"{where}: no longer pins {', '.join(unknown)}; drop them from PARALLEL_DRIVER_OVERRIDES "
+                          f"in components/generate.py")
+    dependencies = [{"pip": [*pins.values(), *PARALLEL_DRIVER]} if d is pip else d for d in conda["dependencies"]]
+    return {**conda, "name": f"{conda.get('name', PACKAGE_TAG)}-parallel", "dependencies": dependencies}
 
 
 def command_lines(source: dict, v2: bool) -> list[str]:
@@ -232,7 +271,7 @@ def render_parallel(source_path: Path) -> str:
         **source["settings"],
     }
     task = {"type": "run_function", "code": "../../src", "entry_script": source["entry_script"],
-            "environment": _environment(True)}
+            "environment": _environment(True, parallel=True)}
     text = _header(source_path) + _dump(head) + _dump({"task": task})
     return text + "  " + _folded("program_arguments", command_lines(source, True)).replace("\n  ", "\n    ")
 
@@ -264,6 +303,71 @@ def render_typed_pipeline() -> str:
     return head + _dump(doc)
 
 
+# A pipeline component's data input has no default, and a batch endpoint is invoked with data (uri_folder,
+# uri_file) and literals only: a model input of the pipeline is bound, with its path, in the jobs that use it.
+_MODEL_TYPES = ("mlflow_model", "custom_model", "triton_model")
+_LITERAL_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
+
+
+def _component_inputs(pipeline: dict) -> tuple[dict, dict]:
+    """The pipeline's inputs as a component's (types; literals as defaults), and the bindings of its model inputs."""
+    inputs, bound = {}, {}
+    for name, value in pipeline["inputs"].items():
+        if isinstance(value, dict):
+            kind = value.get("type")
+            if kind in _MODEL_TYPES and not value.get("path"):
+                raise SourceError(f"{_rel(BATCH_PIPELINE)}: input {name}: a model input needs the `path` of a "
+                                  f"registered model, which the pipeline component binds in its jobs")
+            if kind in _MODEL_TYPES:
+                bound[f"${{{{parent.inputs.{name}}}}}"] = {"type": kind, "path": value["path"]}
+            else:
+                inputs[name] = {"type": kind}
+            continue
+        kind = next((t for python_type, t in _LITERAL_TYPES if isinstance(value, python_type)), None)
+        if kind is None:
+            raise SourceError(f"{_rel(BATCH_PIPELINE)}: input {name}: {value!r} is neither a data input (a mapping "
+                              f"with `type`) nor a literal")
+        inputs[name] = {"type": kind, "default": value}
+    return inputs, bound
+
+
+def render_pipeline_component() -> str:
+    """pipelines/batch_scoring.yml as a pipeline component (what a batch endpoint deploys): the same jobs."""
+    doc = read_yaml(BATCH_PIPELINE, "the batch-scoring pipeline, with `inputs`, `outputs` and `jobs`")
+    for key in ("inputs", "outputs", "jobs"):
+        if not isinstance(doc.get(key), dict):
+            raise SourceError(f"{_rel(BATCH_PIPELINE)}: `{key}` must be a mapping")
+    inputs, bound = _component_inputs(doc)
+    jobs = {}
+    for name, job in doc["jobs"].items():
+        target = (BATCH_PIPELINE.parent / str(job.get("component") if isinstance(job, dict) else "")).resolve()
+        if not isinstance(job, dict) or target.suffix != ".yaml" or not target.is_file():
+            raise SourceError(f"{_rel(BATCH_PIPELINE)}: job {name}: component must be the path of a spec under "
+                              f"components/, got {job.get('component') if isinstance(job, dict) else job!r}")
+        job = {**job, "component": Path(os.path.relpath(target, PIPELINE_DIR)).as_posix()}
+        if isinstance(job.get("inputs"), dict):
+            job["inputs"] = {k: dict(bound[v]) if isinstance(v, str) and v in bound else v
+                             for k, v in job["inputs"].items()}
+        jobs[name] = job
+    head = {
+        "$schema": PIPELINE_COMPONENT_SCHEMA,
+        "name": BATCH_COMPONENT_NAME,
+        "version": __version__,
+        "display_name": doc.get("display_name", BATCH_COMPONENT_NAME),
+        "type": "pipeline",
+        "description": " ".join(str(doc.get("description", "")).split()),
+        "tags": {"package": PACKAGE_TAG},
+        "inputs": inputs,
+        "outputs": doc["outputs"],
+        "jobs": jobs,
+    }
+    note = ("# Generated by components/generate.py from pipelines/batch_scoring.yml: edit that file and run\n"
+            "# `python components/generate.py`, not this one. The pipeline as a component, for\n"
+            "# deploy/batch-deployment.yml; its model input is bound in the jobs (a batch endpoint takes data and\n"
+            "# literals only), and azure-ai-ml resolves @latest when it registers the component.\n")
+    return note + _dump(head)
+
+
 def generated() -> dict[Path, str]:
     """Every generated file and the text it should have."""
     files = {}
@@ -273,6 +377,7 @@ def generated() -> dict[Path, str]:
         if PARALLEL in read_yaml(source, "a component source"):
             files[PARALLEL_DIR / f"{flavour(source.stem, PARALLEL)['name']}.yaml"] = render_parallel(source)
     files[TYPED_PIPELINE] = render_typed_pipeline()
+    files[BATCH_COMPONENT] = render_pipeline_component()
     return files
 
 
@@ -280,7 +385,7 @@ def stale_or_orphaned() -> list[Path]:
     """Generated files whose text differs from what the sources give, and specs with no source."""
     files = generated()
     stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
-    orphans = [p for d in (V2_DIR, TYPED_DIR, PARALLEL_DIR) for p in sorted(d.glob("*.yaml")) if p not in files]
+    orphans = [p for d in GENERATED_DIRS for p in sorted(d.glob("*.yaml")) if p not in files]
     return stale + orphans
 
 
@@ -303,14 +408,14 @@ def _generate(check: bool) -> int:
         if bad:
             print("run: python components/generate.py")
         return 1 if bad else 0
-    TYPED_DIR.mkdir(exist_ok=True)
-    PARALLEL_DIR.mkdir(exist_ok=True)
+    for folder in GENERATED_DIRS:
+        folder.mkdir(exist_ok=True)
     files = generated()
     for path, text in files.items():
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
             print(f"wrote {path.relative_to(REPO)}")
-    for d in (V2_DIR, TYPED_DIR):
+    for d in GENERATED_DIRS:
         for orphan in sorted(d.glob("*.yaml")):
             if orphan not in files:
                 orphan.unlink()

@@ -102,11 +102,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     from designer_resnet.arguments import ComponentArgumentParser, int_in
 
     p = ComponentArgumentParser(prog="image_classification.py", description=__doc__.splitlines()[0])
-    action = p.add_mutually_exclusive_group(required=True)
-    action.add_argument("--validate", action="store_true", help="build and validate offline; write the job YAML")
-    action.add_argument("--submit", action="store_true", help="submit to the workspace and print the studio URL")
-    p.add_argument("--out", type=Path, default=Path("image_classification.resolved.yml"),
-                   help="where --validate writes the job YAML")
+    add_action_flags(p, "image_classification")
     p.add_argument("--flavour", choices=sorted(FLAVOUR_DIRS), default="v2",
                    help="v2 command components (default) or the designer-typed ones")
     pipeline = _pipeline()
@@ -122,9 +118,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-compute", default="gpu-cluster")
     p.add_argument("--processes-per-node", type=int_in(1), default=1, help="processes (GPUs) per node (default 1)")
     p.add_argument("--experiment", default="designer-resnet")
+    return parse_checked(p, argv)
+
+
+def add_action_flags(p: argparse.ArgumentParser, name: str) -> None:
+    """--validate or --submit, --out, and the workspace flags: what every pipeline script takes."""
+    action = p.add_mutually_exclusive_group(required=True)
+    action.add_argument("--validate", action="store_true", help="build and validate offline; write the job YAML")
+    action.add_argument("--submit", action="store_true", help="submit to the workspace and print the studio URL")
+    p.add_argument("--out", type=Path, default=Path(f"{name}.resolved.yml"), help="where --validate writes the job YAML")
     p.add_argument("--subscription")
     p.add_argument("--resource-group")
     p.add_argument("--workspace")
+
+
+def parse_checked(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.validate and not args.out.parent.is_dir():
         p.error(f"--out: the folder {args.out.parent} does not exist")
@@ -133,7 +141,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    job = build_pipeline(args)
+    return validate_or_submit(build_pipeline(args), args)
+
+
+def validate_or_submit(job, args: argparse.Namespace) -> int:
+    """Validate the pipeline job offline; then write its YAML (--validate) or submit it (--submit)."""
     result = job._validate()
     if not result.passed:
         print(f"error: the pipeline does not validate: {result.error_messages}", file=sys.stderr)

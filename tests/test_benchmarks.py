@@ -38,3 +38,16 @@ def test_train_benchmark_default_mode_still_compares_ours_with_the_plain_loop():
     out = run_benchmark("train_throughput.py", "--images", "16", "--size", "16", "--batch-size", "8", "--epochs", "2",
                         "--repeats", "1")
     assert "ratio ours / plain: " in out and "JPEG" not in out
+
+
+@pytest.mark.slow
+def test_parallel_score_benchmark_prints_the_worker_ratio_and_peak_memory_for_each_image_set():
+    # Six fresh interpreters, each importing torch: longer than run_benchmark's limit on a busy machine.
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "parallel_score.py"), "--images", "30", "60",
+                           "--repeats", "1", "--batch-size", "8", "--mini-batch-size", "16"], capture_output=True,
+                          text=True, timeout=400, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ratio worker / Score: " in done.stdout and "Merge Scored Parts: " in done.stdout
+    assert "parallel worker peak RSS growth from 30 to 60 images: " in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.split()[:1] in (["30"], ["60"])]
+    assert [row[0] for row in rows] == ["30", "60"] and all(float(row[3]) > 0 for row in rows)  # worker peak RSS MB

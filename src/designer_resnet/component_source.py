@@ -212,6 +212,10 @@ class Arguments:
     params: dict[str, Any]
 
 
+def _raise(error: Exception):
+    raise error
+
+
 def parse(name: str, argv: Sequence[str] | None, *, kind: str | None = None,
           known_only: bool = False) -> Arguments:
     """Parse an entry module's command line; a bad value is one `error:` line and exit 1.
@@ -219,6 +223,8 @@ def parse(name: str, argv: Sequence[str] | None, *, kind: str | None = None,
     `known_only` ignores arguments the component does not define (Azure's parallel driver adds its own).
     """
     parser = build_parser(name, kind)
+    if known_only:  # an entry script inside another program's process: the error is raised, not printed and exited
+        parser.error = lambda message: _raise(UserError(f"{parser.prog}: {message}"))
     values = vars(parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv))
     source = flavour(name, kind)
     ports = {p for d in ("inputs", "outputs") for p, e in source[d].items() if is_port(e)}

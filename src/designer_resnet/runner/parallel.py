@@ -7,9 +7,10 @@ max_concurrency_per_instance), each importing the entry script by its path
 with the program arguments on `sys.argv`, calling `init()` once, then
 `run(mini_batch)` with lists of absolute paths for as long as mini-batches
 remain, then `shutdown()`; a mini-batch whose `run` raises is tried again,
-possibly by another process, up to `max_retries` times; the job fails when
-more mini-batches than `mini_batch_error_threshold` (-1: any number) fail
-on every try. Not modelled: the per-mini-batch timeout and node restarts.
+possibly by another process, up to `max_retries` times, and so is one whose
+worker process died (a replacement process takes its place); the job fails
+when more mini-batches than `mini_batch_error_threshold` (-1: any number)
+fail on every try. Not modelled: the per-mini-batch timeout.
 
     python -m designer_resnet.runner.parallel --entry-script E --input-data D --mini-batch-size N
         [--processes P] [--max-retries R] [--mini-batch-error-threshold T] -- PROGRAM ARGUMENTS...
@@ -51,8 +52,12 @@ def _load_entry(entry_script: str):
     return module
 
 
-def _worker(entry_script: str, argv: list[str], tasks, results) -> None:
-    """One worker process: init, then run on mini-batches until the sentinel, then shutdown."""
+def _worker(entry_script: str, argv: list[str], tasks, results, running, slot: int) -> None:
+    """One worker process: init, then run on mini-batches until the sentinel, then shutdown.
+
+    `running[slot]` holds the mini-batch it is running (-1: none), in shared memory, so the driver
+    knows what a worker that dies was doing.
+    """
     try:
         sys.argv = [entry_script, *argv]
         module = _load_entry(entry_script)
@@ -63,11 +68,13 @@ def _worker(entry_script: str, argv: list[str], tasks, results) -> None:
         return
     while (task := tasks.get()) is not None:
         number, batch = task
+        running[slot] = number
         try:
             answer = module.run(batch)
             results.put(("done", number, len(answer), None))
         except Exception as exc:
             results.put(("failed", number, _one_line(exc), traceback.format_exc()))
+        running[slot] = -1
     if hasattr(module, "shutdown"):
         module.shutdown()
 
@@ -83,37 +90,58 @@ def drive(entry_script: str | Path, input_data: str | Path, program_arguments: l
     report = DriverReport(mini_batches=len(batches))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker, as on Azure's nodes
     tasks, results = context.Queue(), context.Queue()
-    workers = [context.Process(target=_worker, args=(str(entry_script), list(program_arguments), tasks, results))
-               for _ in range(max(1, processes))]
-    for worker in workers:
+    running = context.Array("q", [-1] * max(1, processes))  # per worker slot: the mini-batch it runs
+
+    def start_worker(slot: int):
+        running[slot] = -1
+        worker = context.Process(target=_worker, args=(str(entry_script), list(program_arguments), tasks, results,
+                                                       running, slot))
         worker.start()
+        return worker
+
+    workers = [start_worker(slot) for slot in range(max(1, processes))]
     tries = {number: 0 for number in range(len(batches))}
     for number, batch in enumerate(batches):
         tasks.put((number, batch))
     pending = len(batches)
+
+    finished: set[int] = set()
+
+    def finish_try(number: int, detail: str | None, items: int = 0) -> None:
+        nonlocal pending
+        if number in finished:  # a worker that died just after reporting it
+            return
+        report.tries += 1
+        tries[number] += 1
+        if detail is None:
+            report.items += items
+            finished.add(number)
+            pending -= 1
+            return
+        log(f"mini-batch {number} failed on try {tries[number]}: {detail}")
+        if tries[number] <= max_retries:
+            tasks.put((number, batches[number]))
+        else:
+            report.failed.append((number, detail))
+            finished.add(number)
+            pending -= 1
+
     try:
         while pending:
             try:
-                kind, number, detail, trace = results.get(timeout=5)
+                kind, number, detail, trace = results.get(timeout=2)
             except queue.Empty:
+                for slot, worker in enumerate(workers):  # one that died (out of memory, a crash) mid-mini-batch
+                    if not worker.is_alive() and running[slot] >= 0:
+                        finish_try(running[slot], f"its worker process ended (exit code {worker.exitcode})")
+                        workers[slot] = start_worker(slot)
                 if not any(worker.is_alive() for worker in workers):
                     raise UserError("parallel: every worker process ended with mini-batches left; see the log") from None
                 continue
             if kind == "init":
                 log(trace)
                 raise UserError(f"parallel: init() failed in a worker process ({detail})")
-            report.tries += 1
-            tries[number] += 1
-            if kind == "done":
-                report.items += detail
-                pending -= 1
-                continue
-            log(f"mini-batch {number} failed on try {tries[number]}: {detail}")
-            if tries[number] <= max_retries:
-                tasks.put((number, batches[number]))
-            else:
-                report.failed.append((number, detail))
-                pending -= 1
+            finish_try(number, None if kind == "done" else detail, detail if kind == "done" else 0)
     finally:
         for _ in workers:
             tasks.put(None)

@@ -52,24 +52,25 @@ class MiniBatchScorer:
         self.predictor = Predictor(self.model, Ledger(self.directory.extension), precision=precision,
                                    memory_format=memory_format)
         self.batch_size = batch_size
-        self.rows_by_path = {os.path.realpath(self.directory.image_path(row)): i
-                             for i, row in enumerate(self.directory.rows)}
+        self.rows_by_path: dict[str, list[int]] = {}  # several rows may name one file
+        for i, row in enumerate(self.directory.rows):
+            self.rows_by_path.setdefault(os.path.realpath(self.directory.image_path(row)), []).append(i)
         self.parts = Path(parts_dir)
         self.parts.mkdir(parents=True, exist_ok=True)
 
     def run(self, mini_batch: list) -> list[str]:
         """Score a mini-batch of file paths into its part; one result line per path, in the mini-batch's order."""
-        found = {str(path): self.rows_by_path.get(os.path.realpath(path)) for path in mini_batch}
-        rows = sorted({row for row in found.values() if row is not None})
+        found = {str(path): self.rows_by_path.get(os.path.realpath(path), []) for path in mini_batch}
+        rows = sorted({row for listed in found.values() for row in listed})
         reasons: dict[int, str] = {}
         if rows:
             probs, failed = predict_rows(self.predictor, self.directory, rows, batch_size=self.batch_size,
                                          workers=0, progress=False)
             reasons = dict(failed)
             self._write_part(rows, probs, reasons)
-        return [f"{path}: " + (NOT_AN_IMAGE_ROW if row is None else
-                               f"unreadable ({reasons[row]})" if row in reasons else SCORED)
-                for path, row in found.items()]
+        return [f"{path}: " + (NOT_AN_IMAGE_ROW if not listed else
+                               f"unreadable ({reasons[listed[0]]})" if listed[0] in reasons else SCORED)
+                for path, listed in found.items()]
 
     def _write_part(self, rows: list[int], probs: np.ndarray, reasons: dict[int, str]) -> None:
         table = pd.DataFrame({ROW: np.asarray(rows, dtype=np.int64),
