@@ -366,3 +366,16 @@ def test_a_small_batch_on_a_gpu_is_warned_about_with_the_scaled_learning_rate(ca
         assert not caplog.records
         train_module._warn_small_gpu_batch(16, cfg, Compute.resolve(torch.device("cuda")))
     assert "batch_size 16" in caplog.text and "0.016 at batch 256" in caplog.text
+
+
+def test_the_values_the_code_branches_on_are_the_specs_enums():
+    """compute.py and dataset.py name the values they act on; the component sources declare them (one list)."""
+    from designer_resnet.component_source import parameters
+    from designer_resnet.compute import MEMORY_FORMATS, PRECISIONS
+    from designer_resnet.training.dataset import JPEG_DECODE
+
+    for component in ("train_pytorch_model", "score_image_model"):
+        declared = parameters(component)
+        assert tuple(declared["precision"]["enum"]) == PRECISIONS
+        assert tuple(declared["memory_format"]["enum"]) == MEMORY_FORMATS
+    assert tuple(parameters("train_pytorch_model")["jpeg_decode"]["enum"]) == JPEG_DECODE

@@ -45,7 +45,8 @@ def default_device(index: int = 0, *, dev: Path = Path("/dev")) -> torch.device:
     return torch.device("cpu")
 
 
-def _choice(name: str, value: str, allowed: tuple) -> str:
+def choice(name: str, value: str, allowed: tuple) -> str:
+    """`value` when it is one of `allowed`; else the one line naming the parameter and its values."""
     if value not in allowed:
         raise UserError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
     return value
@@ -64,8 +65,8 @@ class Compute:
     def resolve(cls, device: torch.device, *, precision: str = AUTO, memory_format: str = AUTO,
                 compile: bool = False) -> "Compute":
         cuda = device.type == "cuda"
-        precision = _choice("precision", precision, PRECISIONS)
-        memory_format = _choice("memory_format", memory_format, MEMORY_FORMATS)
+        precision = choice("precision", precision, PRECISIONS)
+        memory_format = choice("memory_format", memory_format, MEMORY_FORMATS)
         bf16 = cuda if precision == AUTO else precision == "bf16"
         channels_last = cuda if memory_format == AUTO else memory_format == "channels_last"
         return cls(device, bf16, channels_last, bool(compile))

@@ -23,6 +23,7 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import Dataset, default_collate
 
+from ..compute import choice
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from ..transforms.batch import DECODABLE_MODES, DecodePlan, Geometry, decode_jpegs, normalize, uint8_split
@@ -392,8 +393,7 @@ def decode_plan(setting: str, ops: list, directory: ImageDirectory, device: torc
     CPU too: the path the tests run), `workers` never. A set or op list the
     plan cannot serve is decoded in the workers, with the reason logged.
     """
-    if setting not in JPEG_DECODE:
-        raise UserError(f"jpeg_decode: {setting!r} is not one of {', '.join(JPEG_DECODE)}")
+    choice("jpeg_decode", setting, JPEG_DECODE)
     if setting == "workers" or (setting == "auto" and device.type != "cuda"):
         return None
     split = uint8_split(ops)
