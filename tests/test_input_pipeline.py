@@ -87,6 +87,23 @@ def test_uint8_items_give_the_float_path_tensors_bit_for_bit_with_any_workers_an
     assert not torch.equal(_batches(uint8_set, 11, 0)[0], _batches(uint8_set, 12, 0)[0])  # the draws do change
 
 
+def test_uint8_batches_cross_in_channels_last_memory_and_reach_the_network_in_its_layout(tmp_path):
+    dataset = ImageDataset(_jpeg_set(tmp_path, count=6), OPS, {"c0": 0, "c1": 1})
+    dataset.set_epoch_seed(5)
+    for workers in (0, 2):  # in a worker the batch is stacked into shared memory: the view must survive the trip
+        loader = DataLoader(dataset, batch_size=3, num_workers=workers, collate_fn=collate)
+        images, targets = next(iter(loader))
+        assert images.shape == (3, 3, 24, 24) and images.dtype == torch.uint8
+        assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
+        plain = dataset.device_batch(images, torch.device("cpu"))
+        channels_last = dataset.device_batch(images, torch.device("cpu"), torch.channels_last)
+        assert plain.is_contiguous() and channels_last.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(plain, channels_last) and plain.dtype == torch.float32
+        assert targets.tolist() == [dataset.targets[i] for i in range(3)]
+    float_items = collate([ImageDataset(dataset.directory, OPS, {"c0": 0, "c1": 1}, uint8=False)[i] for i in range(2)])
+    assert float_items[0].is_contiguous()  # ToTensor's items stack as before
+
+
 def test_a_tensor_op_keeps_float_items_normalised_in_the_worker(tmp_path):
     directory = _jpeg_set(tmp_path, count=4)
     ops = [["RandomResizedCrop", 24], ["Normalize", {"mean": MEAN, "std": STD}], ["RandomErasing", {}]]

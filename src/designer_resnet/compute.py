@@ -87,9 +87,14 @@ class Compute:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The network's layout as torch names it."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def layout(self, batch: torch.Tensor) -> torch.Tensor:
-        """A batch on the device in the network's layout."""
-        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+        """A batch on the device in the network's layout (itself when it is laid out so already)."""
+        return batch.contiguous(memory_format=self.memory_format)
 
     @contextlib.contextmanager
     def compilation(self):

@@ -125,7 +125,7 @@ def _all_sum(values: list, device: torch.device, info: DistInfo) -> list[float]:
 
 def to_device(images, targets: torch.Tensor, dataset: ImageDataset, compute: Compute):
     """A loader batch as the network's input on the device: decoded and normalised there, in the chosen layout."""
-    images = compute.layout(dataset.device_batch(images, compute.device))
+    images = dataset.device_batch(images, compute.device, compute.memory_format)
     return images, targets.to(compute.device, non_blocking=True)
 
 
