@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The exact runtime set the tests run and every Azure ML image build installs (environments/lock.py).
 LOCK := environments/requirements.txt
 
-.PHONY: demo test specs lock clean
+.PHONY: demo test specs bundle lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(VENV)/.installed-dev
 # Regenerate both flavours of every component spec (and the typed pipeline) from src/designer_resnet/components/*.yaml.
 specs: $(VENV)/.installed
 	$(BIN)/python components/generate.py
+
+# Folders the studio's "Upload from folder" takes (one per component, `code: .`), and the pipeline components
+# by reference: build/bundle/ (see README, "Using the components in the designer").
+bundle: $(VENV)/.installed
+	$(BIN)/python components/bundle.py --output build/bundle
 
 # Move the lock to the newest releases: upgrade the dev environment, write the lock from it,
 # regenerate the specs. Then run `make test`: the lock is what the tests ran.

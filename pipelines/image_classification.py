@@ -21,6 +21,7 @@ COMPONENTS = REPO / "components"
 # The pipeline's inputs and their defaults are defined once, in the YAML pipeline.
 PIPELINE_YAML = REPO / "pipelines" / "image_classification.yml"
 NODE_COUNT = "node_count"
+COUNTS = (NODE_COUNT, "processes_per_node")  # inputs that feed run settings: whole numbers >= 1
 FLAVOUR_DIRS = {"v2": COMPONENTS, "typed": COMPONENTS / "typed"}
 
 
@@ -64,18 +65,30 @@ def build_pipeline(args: argparse.Namespace):
         trained = trainer(untrained_model=untrained.outputs.output_path, training_data=parts.outputs.output_path1,
                           validation_data=parts.outputs.output_path2, epochs=args.epochs,
                           batch_size=args.batch_size, learning_rate=args.learning_rate)
+        train_job = _pipeline()["jobs"]["train"]
         trained.compute = args.gpu_compute
-        trained.resources = {"instance_count": args.node_count,
-                             "shm_size": _pipeline()["jobs"]["train"]["resources"]["shm_size"]}
+        trained.resources = {"instance_count": args.node_count, "shm_size": train_job["resources"]["shm_size"]}
+        # The DSL takes no pipeline input here ("Not a valid integer"): the YAML binds it, the script passes a value.
         trained.distribution = {"type": "pytorch", "process_count_per_instance": args.processes_per_node}
+        trained.environment_variables = dict(train_job["environment_variables"])
+        for port in ("training_data", "validation_data"):
+            trained.inputs[port].mode = args.training_data_mode
         scored = scorer(trained_model=trained.outputs.trained_model, dataset=test_tf.outputs.output_path)
+        scored.resources = dict(_pipeline()["jobs"]["score"]["resources"])
         evaluated = evaluator(scored_dataset=scored.outputs.scored_dataset)
         return {"trained_model": trained.outputs.trained_model,
                 "evaluation_results": evaluated.outputs.evaluation_results}
 
-    return image_classification(train_images=Input(type="uri_folder", path=args.train_images),
-                                test_images=Input(type="uri_folder", path=args.test_images))
+    job = image_classification(train_images=Input(type="uri_folder", path=args.train_images),
+                               test_images=Input(type="uri_folder", path=args.test_images))
+    if args.model_asset:  # registered by the run as the next version of this name
+        job.outputs.trained_model.name = args.model_asset
+    return job
 
+
+def _model_asset() -> str | None:
+    """The model name the YAML pipeline registers its trained model under."""
+    return _pipeline()["outputs"]["trained_model"].get("name")
 
 def _pipeline() -> dict:
     """The YAML pipeline: its inputs' names and values are this script's flags and defaults."""
@@ -109,14 +122,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     types = _flag_types(pipeline)
     for name, value in pipeline["inputs"].items():
         flags = [f"--{name.replace('_', '-')}"] + (["--nodes"] if name == NODE_COUNT else [])
+        counts = int_in(1) if name in COUNTS else str
         if isinstance(value, dict):  # a data input: its default path
             p.add_argument(*flags, dest=name, default=value["path"], help=f"data (default {value['path']})")
         else:
-            p.add_argument(*flags, dest=name, type=types.get(name, int_in(1) if name == NODE_COUNT else str),
+            p.add_argument(*flags, dest=name, type=types.get(name, counts),
                            default=value, help=f"default {value}")
     p.add_argument("--cpu-compute", default="cpu-cluster")
     p.add_argument("--gpu-compute", default="gpu-cluster")
-    p.add_argument("--processes-per-node", type=int_in(1), default=1, help="processes (GPUs) per node (default 1)")
+    register = p.add_mutually_exclusive_group()
+    register.add_argument("--model-asset", default=_model_asset(),
+                          help=f"register the trained model as the next version of this name (default {_model_asset()})")
+    register.add_argument("--no-register", dest="model_asset", action="store_const", const=None,
+                          help="do not register the trained model (it stays an output of the run)")
+    p.add_argument("--training-data-mode", choices=("download", "ro_mount"),
+                   default=_pipeline()["jobs"]["train"]["inputs"]["training_data"]["mode"],
+                   help="how Train reads its sets: copied to the node's disk first (download, the default) or "
+                        "mounted, with the mount's block cache (ro_mount: sets larger than the node's disk)")
     p.add_argument("--experiment", default="designer-resnet")
     return parse_checked(p, argv)
 

@@ -1,9 +1,13 @@
-"""Register the components in an Azure ML workspace, so they appear in the designer's component list.
+"""Register the components in an Azure ML workspace or registry, so they appear in the designer's component list.
 
-The v2 command components (components/*.yaml) by default; `--typed` registers the
-designer-typed ones (components/typed/, named <name>_typed) instead. Each component
-is registered at the version its spec carries (the package version). Azure ML keeps a
-registered version unchangeable: registering an unchanged spec again leaves it as it
+The v2 command components (components/*.yaml), then the pipeline components
+(components/pipeline/*.yaml: whole pipelines as one designer block) by default;
+`--typed` registers the designer-typed ones (components/typed/, named <name>_typed)
+instead. `--registry NAME` publishes to an Azure ML registry rather than a workspace:
+every workspace that can read the registry then lists the components in the
+designer's asset library. Each component is registered at the version its spec
+carries (the package version). Azure ML keeps a registered version unchangeable, in a
+workspace and a registry alike: registering an unchanged spec again leaves it as it
 is, and a spec whose content changed needs a new version (bump
 `designer_resnet.__version__` and run `python components/generate.py`).
 """
@@ -21,8 +25,12 @@ from .errors import UserError
 from .workspace import ml_client
 
 
+# Pipeline components sit in this sub-folder of the specs' folder; they refer to the specs beside them.
+PIPELINE_SUBFOLDER = "pipeline"
+
+
 def load_specs(folder: Path, *, typed: bool = False) -> list:
-    """Every spec in `folder`, loaded and validated by azure-ai-ml (offline)."""
+    """Every spec in `folder`, then in its pipeline/ sub-folder, loaded and validated by azure-ai-ml (offline)."""
     if typed:  # azure-ai-ml loads designer-typed specs only behind this flag
         os.environ["AZURE_ML_INTERNAL_COMPONENTS_ENABLED"] = "true"
     from azure.ai.ml import load_component
@@ -30,6 +38,8 @@ def load_specs(folder: Path, *, typed: bool = False) -> list:
     if not folder.is_dir():
         raise UserError(f"--components-dir: {folder} is not a folder; give the folder of component specs")
     specs = sorted(folder.glob("*.yaml"))
+    if not typed:  # the designer-typed flavour has no pipeline components
+        specs += sorted((folder / PIPELINE_SUBFOLDER).glob("*.yaml"))
     if not specs:
         raise UserError(f"--components-dir: no component specs (*.yaml) in {folder}")
     loaded = []
@@ -51,7 +61,9 @@ def main(argv=None) -> None:
     p = ComponentArgumentParser(prog="designer-resnet register", description=__doc__.splitlines()[0])
     p.add_argument("--subscription")
     p.add_argument("--resource-group")
-    p.add_argument("--workspace")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--workspace")
+    target.add_argument("--registry", help="publish to this Azure ML registry instead of a workspace")
     p.add_argument("--typed", action="store_true",
                    help="register the designer-typed components (components/typed/) instead of the v2 ones")
     p.add_argument("--components-dir", type=Path, default=None,
@@ -68,13 +80,14 @@ def main(argv=None) -> None:
 
 
 def _register(components: list, args: argparse.Namespace) -> None:
+    where = f" in registry {args.registry}" if args.registry else ""
     if args.dry_run:
         for c in components:
-            print(f"would register {c.name}:{c.version} ({c.type})")
+            print(f"would register {c.name}:{c.version} ({c.type}){where}")
         return
-    client = ml_client(args.subscription, args.resource_group, args.workspace)
+    client = ml_client(args.subscription, args.resource_group, args.workspace, registry=args.registry)
     for c in components:
-        print(f"registered {register_one(client, c)}")
+        print(f"registered {register_one(client, c)}{where}")
 
 
 def register_one(client, component) -> str:
@@ -88,7 +101,9 @@ def register_one(client, component) -> str:
             raise
         # A registered version is unchangeable: a changed spec at the same version is refused.
         reason = (str(exc.message or exc).strip().splitlines() or [""])[0]
-        raise UserError(f"the workspace refused {component.name}:{component.version} ({exc.status_code}: {reason}); "
+        where = "the registry" if getattr(client, "_operation_scope", None) and client._operation_scope.registry_name \
+            else "the workspace"
+        raise UserError(f"{where} refused {component.name}:{component.version} ({exc.status_code}: {reason}); "
                         "if that version is already registered with other content, raise __version__ in "
                         "src/designer_resnet/__init__.py, run `make specs` and register again") from None
     return f"{registered.name}:{registered.version}"

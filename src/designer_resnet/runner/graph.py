@@ -99,7 +99,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
                     raise UserError(f"pipeline: job {name!r}: {spec_path}: `{direction}` must be a mapping, "
                                     f"got a {_kind(spec[direction])}")
             specs[spec_path] = spec
-        nodes[name] = Node(name, spec_path, specs[spec_path], dict(inputs), job)
+        # An input given as a mapping (`path:` with Azure's `mode:`, how the node reads it) runs from its path.
+        inputs = {port: value["path"] if isinstance(value, dict) and "path" in value else value
+                  for port, value in inputs.items()}
+        nodes[name] = Node(name, spec_path, specs[spec_path], inputs, job)
     return Pipeline(path, doc, nodes)
 
 
