@@ -34,6 +34,7 @@ V2_DIR, TYPED_DIR = REPO / "components", REPO / "components" / "typed"
 EXPECTED = {
     "convert_to_image_directory": (False, {
         "input_path": ("AnyDirectory", None, {}),
+        "datastore_path": ("AnyDirectory", None, {"optional": True}),
         "max_extracted_gb": ("Float", 50.0, {"min": 0.000001, "max": 1000000.0}),
     }, {"output_path": "ImageDirectory"}),
     "split_image_directory": (False, {

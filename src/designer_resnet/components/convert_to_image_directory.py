@@ -1,4 +1,4 @@
-"""Convert to Image Directory: a folder or archive of images -> ImageDirectory."""
+"""Convert to Image Directory: a folder or archive of images, or labelled JSON Lines / MLTable -> ImageDirectory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ NAME = "convert_to_image_directory"
 def main(argv=None) -> None:
     args = parse(NAME, argv)
     ports = args.ports
-    report = convert_to_image_directory(ports["input_path"], ports["output_path"], **args.params)
+    report = convert_to_image_directory(ports["input_path"], ports["output_path"],
+                                        datastore_path=ports["datastore_path"], **args.params)
     warn_skipped(report.skipped, "file")
     kind = f"labelled, {len(report.categories)} classes" if report.labelled else "unlabelled"
     print(f"wrote {report.written} images ({kind}) to {ports['output_path']}; skipped {len(report.skipped)} file(s)")

@@ -1,4 +1,4 @@
-"""Convert to Image Directory: a folder or archive of images -> ImageDirectory."""
+"""Convert to Image Directory: a folder or archive of images, or labelled JSON Lines / MLTable -> ImageDirectory."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ..directories.image_directory import (
 from ..errors import UserError
 from ..parallel import PROGRESS_MIN, ordered_map
 from .archives import DEFAULT_MAX_EXTRACTED_GB, GIB, check_copy_total, extract_archive, find_archive
+from .labelled import DATASTORE, LabelledSet, datastore_folder, find_labelled_input, read_labelled_set
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,32 @@ def check_image(path: Path) -> tuple[int, int] | str:
 
 
 def convert_to_image_directory(input_path: str | Path, output_dir: str | Path, *, workers: int | None = None,
-                               max_extracted_gb: float = DEFAULT_MAX_EXTRACTED_GB) -> ConvertReport:
-    """Convert `input_path` (folder, archive, or folder holding one archive) into `output_dir`.
+                               max_extracted_gb: float = DEFAULT_MAX_EXTRACTED_GB,
+                               datastore_path: str | Path | None = None) -> ConvertReport:
+    """Convert `input_path` (folder, archive, folder holding one archive, or labelled data) into `output_dir`.
 
     An archive may extract to at most `max_extracted_gb` GiB (see `archives` for its other limits), and the
     files its image list names may total no more: a list naming one file many times is no way around them.
+    Labelled data is a JSON Lines file in AutoML for Images' format, a folder holding one, or an mltable folder
+    (see `labelled`); its `azureml://` image URLs are read from the mounted datastore folder `datastore_path`.
     """
     source = Path(input_path)
     if not source.exists():
         raise UserError(f"input_path: {source} does not exist; give a folder of images or an archive")
     if source.is_dir() and not any(source.iterdir()):
         raise UserError(f"input_path: {source} is empty; give a folder of images or an archive")
+    datastore = datastore_folder(datastore_path)
+    listing = find_labelled_input(source)
+    if listing is not None:
+        labelled = read_labelled_set(listing, datastore)  # every row checked before the output is touched
+        with StagedOutput(output_dir, output_name="output_path") as stage:
+            report = ConvertReport(skipped=list(labelled.ignored))
+            _write(labelled, stage.path, workers, report, f"listed in {labelled.jsonl}", on_size=labelled.check_size)
+        labelled.warn_sizes()
+        return report
+    if datastore is not None:
+        log.warning("%s: ignored, since input_path is not JSON Lines or an MLTable (only their azureml:// image URLs "
+                    "are read from it)", DATASTORE)
     with StagedOutput(output_dir, output_name="output_path") as stage:
         archive = find_archive(source)
         max_bytes = int(max_extracted_gb * GIB)
@@ -104,6 +120,16 @@ def _convert_folder(root: Path, out: Path, workers: int | None, check_copies=Non
     if check_copies is not None:
         total, repeats = _listed_bytes(source)
         check_copies(total, note=f" (one file {repeats} times)" if repeats > 1 else "")
+    return _write(source, out, workers, report, f"in {root}")
+
+
+def _write(source: ImageDirectory | LabelledSet, out: Path, workers: int | None, report: ConvertReport, where: str,
+           on_size=None) -> ConvertReport:
+    """Copy every readable image of `source` into a new ImageDirectory `out`, in row order; fill in `report`.
+
+    Unreadable files are skipped and named in `report.skipped`; `on_size(row, (width, height))`, if given, sees
+    each written row's size. `where` ends the error for a source with no readable image ("in <folder>").
+    """
     # An ImageDirectory given again keeps its ledger: its files are copied as they are.
     writer = ImageDirectoryWriter(out, source.categories, extension=source.extension)
 
@@ -125,10 +151,12 @@ def _convert_folder(root: Path, out: Path, workers: int | None, check_copies=Non
                 report.skipped.append((source.relative_path(row), result))
                 continue
             width, height = result
+            if on_size is not None:
+                on_size(row, result)
             per_class[source.label(row)] = per_class.get(source.label(row), 0) + 1
             writer.add(name, row["id"], source.label(row), width=width, height=height)
     if writer.count == 0:
-        raise UserError(f"input_path: none of the {len(source.rows)} image files in {root} could be read; "
+        raise UserError(f"input_path: none of the {len(source.rows)} image files {where} could be read; "
                         "check the files are valid images")
     writer.close()
     empty = [c for c in source.categories or [] if c not in per_class]
