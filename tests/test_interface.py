@@ -290,8 +290,9 @@ def test_an_installed_package_registers_and_runs_the_demo_with_no_checkout(tmp_p
     register = subprocess.run([*command, "register", "--dry-run"], capture_output=True, text=True, cwd=empty,
                               env=env, timeout=300)
     assert register.returncode == 0, register.stderr[-2000:]
+    pipelines = sorted(yaml.safe_load(p.read_text())["name"] for p in (V2_DIR / "pipeline").glob("*.yaml"))
     assert sorted(line.split()[2].split(":")[0] for line in register.stdout.splitlines()
-                  if line.startswith("would register")) == NAMES
+                  if line.startswith("would register")) == sorted(NAMES + pipelines)
     demo = subprocess.run([*command, "demo", "--epochs", "1"], capture_output=True, text=True, cwd=empty, env=env,
                           timeout=600)
     assert demo.returncode == 0, (demo.stdout[-2000:], demo.stderr[-2000:])

@@ -211,7 +211,9 @@ def test_register_dry_run_lists_every_component(typed):
     lines = [line for line in result.stdout.splitlines() if line.startswith("would register")]
     names = sorted(line.split()[2].split(":")[0] for line in lines)
     suffix = "_typed" if typed else ""
-    assert names == sorted(p.stem + suffix for p in (REPO / "src" / "designer_resnet" / "components").glob("*.yaml"))
+    pipelines = [] if typed else [yaml.safe_load(p.read_text())["name"] for p in (REPO / "components" / "pipeline").glob("*.yaml")]
+    assert names == sorted([p.stem + suffix for p in (REPO / "src" / "designer_resnet" / "components").glob("*.yaml")]
+                           + pipelines)
     kind = "DistributedComponent" if typed else "command"
     assert f"would register train_pytorch_model{suffix}:0.1.0 ({kind})" in result.stdout
 
