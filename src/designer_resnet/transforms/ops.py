@@ -7,18 +7,32 @@ and tensor ops (act on the tensor after ToTensor, so never written to files).
 
 from __future__ import annotations
 
+import inspect
 import math
+import reprlib
 from typing import Callable
 
 import torchvision.transforms as T
 
-from ..component_source import defaults
+from ..component_source import defaults, parameters
 from ..errors import UserError
 
 DETERMINISTIC_OPS = frozenset({"Resize", "CenterCrop", "Pad", "Grayscale"})
+# The automatic augmentation policies of torchvision's reference recipe (its --auto-augment): random ops on the
+# image, before ToTensor. Each argument an op list may give one, as the Init Image Transformation parameter that
+# sets it: that parameter's type, enum and range bound the argument wherever an op list is read. Their
+# `interpolation` and `fill` stay torchvision's defaults (an op list cannot give them).
+POLICY_OPS = {
+    "AutoAugment": {"policy": "auto_augment_policy"},
+    "RandAugment": {"num_ops": "rand_augment_num_ops", "magnitude": "rand_augment_magnitude",
+                    "num_magnitude_bins": "num_magnitude_bins"},
+    "TrivialAugmentWide": {"num_magnitude_bins": "num_magnitude_bins"},
+    "AugMix": {"severity": "augmix_severity", "mixture_width": "augmix_mixture_width",
+               "chain_depth": "augmix_chain_depth", "alpha": "augmix_alpha"},
+}
 RANDOM_OPS = frozenset({
     "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomResizedCrop", "ColorJitter",
-    "RandomRotation", "RandomAffine", "RandomGrayscale", "RandomPerspective", "RandomErasing",
+    "RandomRotation", "RandomAffine", "RandomGrayscale", "RandomPerspective", "RandomErasing", *POLICY_OPS,
 })
 TENSOR_OPS = frozenset({"ToTensor", "Normalize", "RandomErasing"})
 KNOWN_OPS = DETERMINISTIC_OPS | RANDOM_OPS | TENSOR_OPS
@@ -43,6 +57,8 @@ TOO_LARGE_FIX = ("crop such images to a less extreme aspect ratio first, or give
 
 def build_op(name: str, args):
     cls = getattr(T, name)
+    if name in POLICY_OPS:
+        return cls(**_policy_arguments(name, args))
     if isinstance(args, dict):
         return cls(**args)
     if isinstance(args, list):
@@ -64,6 +80,8 @@ def validate_ops(ops, *, input_name: str = "transformation") -> list[list]:
         args = entry[1] if len(entry) == 2 else {}
         if name not in KNOWN_OPS:
             raise UserError(f"{input_name}: unknown transform {name!r}; allowed: {', '.join(sorted(KNOWN_OPS))}")
+        if name in POLICY_OPS:
+            _check_policy(name, args, input_name, after=[op for op, _ in clean if op in TENSOR_OPS])
         try:
             build_op(name, args)
         except (TypeError, ValueError) as exc:
@@ -96,6 +114,60 @@ def _check_bounds(name: str, args, input_name: str) -> None:
         if any(v < low or v > high for v in values):
             raise UserError(f"{input_name}: {name} {what} {values} is outside [{low}, {high}] pixels; "
                             "recreate the transformation with Init Image Transformation")
+
+
+def _bound_arguments(name: str, args) -> dict:
+    """A policy op's arguments by keyword, as given; TypeError as the call would raise it."""
+    signature = inspect.signature(getattr(T, name))
+    if isinstance(args, dict):
+        return dict(signature.bind(**args).arguments)
+    return dict(signature.bind(*(args if isinstance(args, list) else [] if args is None else [args])).arguments)
+
+
+def _policy_arguments(name: str, args) -> dict:
+    """A policy op's keyword arguments for torchvision: AutoAugment's policy as its enum."""
+    arguments = _bound_arguments(name, args)
+    if name == "AutoAugment" and "policy" in arguments:
+        arguments["policy"] = T.AutoAugmentPolicy(arguments["policy"])
+    return arguments
+
+
+def _check_policy(name: str, args, input_name: str, after: list) -> None:
+    """A policy op's arguments of its Init parameters' types and ranges, and the op before any tensor op; UserError."""
+    fix = "recreate the transformation with Init Image Transformation"
+    if after:
+        raise UserError(f"{input_name}: {name} acts on the image, so it must come before {after[0]}; {fix}")
+    try:
+        arguments = _bound_arguments(name, args)
+    except TypeError as exc:
+        raise UserError(f"{input_name}: {name} does not accept {reprlib.repr(args)} ({exc})") from None
+    allowed = POLICY_OPS[name]
+    for key, value in arguments.items():
+        if key not in allowed:
+            raise UserError(f"{input_name}: {name} takes only {', '.join(allowed)}, not {key!r}; {fix}")
+        problem = _outside(value, parameters(INIT_COMPONENT)[allowed[key]])
+        if problem:
+            raise UserError(f"{input_name}: {name} {key} {reprlib.repr(value)} {problem}; {fix}")
+    if "magnitude" in arguments:  # RandAugment indexes its bins with it
+        bins = arguments.get("num_magnitude_bins",
+                             inspect.signature(getattr(T, name)).parameters["num_magnitude_bins"].default)
+        if arguments["magnitude"] > bins - 1:
+            raise UserError(f"{input_name}: {name} magnitude {arguments['magnitude']} is above num_magnitude_bins - 1 "
+                            f"({bins - 1}); {fix}")
+
+
+def _outside(value, entry: dict) -> str | None:
+    """Why `value` is not one an Init parameter of `entry` (its type, enum, min and max) may take; None when it is."""
+    if entry.get("enum") is not None:
+        choices = [str(v) for v in entry["enum"]]
+        return None if isinstance(value, str) and value in choices else f"is not one of {', '.join(choices)}"
+    number = (int,) if entry["type"] == "Integer" else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, number)
+            or isinstance(value, float) and not math.isfinite(value)):
+        return "is not a whole number" if entry["type"] == "Integer" else "is not a finite number"
+    if not entry["min"] <= value <= entry["max"]:
+        return f"is outside [{entry['min']}, {entry['max']}]"
+    return None
 
 
 def without_random(ops: list) -> list:
@@ -277,18 +349,31 @@ DESIGNER_SWITCHES = {
     "random_perspective": ("RandomPerspective", {}),
     "random_erasing": ("RandomErasing", {}),
 }
+# The parameter choosing one of POLICY_OPS (or NO_POLICY); its op goes where the parameter sits among the switches:
+# after the random crops and flips, as in torchvision's reference recipe.
+POLICY_SWITCH = "policy_augmentation"
+NO_POLICY = "None"
 INIT_COMPONENT = "init_image_transformation"
 
 
 def designer_ops(**params) -> list[list]:
-    """The op list for Init Image Transformation's parameters (the component's defaults for any not given)."""
+    """The op list for Init Image Transformation's parameters (the component's defaults for any not given).
+
+    UserError when RandAugment's magnitude is not below its number of magnitude bins.
+    """
     values = defaults(INIT_COMPONENT)
     unknown = set(params) - set(values)
     if unknown:
         raise TypeError(f"designer_ops: unknown parameter(s) {', '.join(sorted(unknown))}")
     values.update(params)
     ops: list[list] = []
-    for switch, (op, argument) in DESIGNER_SWITCHES.items():
-        if values[switch]:
+    for name, value in values.items():  # the component's order
+        if name in DESIGNER_SWITCHES and value:
+            op, argument = DESIGNER_SWITCHES[name]
             ops.append([op, values[argument] if isinstance(argument, str) else argument])
+        elif name == POLICY_SWITCH and value != NO_POLICY:
+            ops.append([value, {key: values[parameter] for key, parameter in POLICY_OPS[value].items()}])
+    if values[POLICY_SWITCH] == "RandAugment" and values["rand_augment_magnitude"] >= values["num_magnitude_bins"]:
+        raise UserError(f"rand_augment_magnitude {values['rand_augment_magnitude']} must be below num_magnitude_bins "
+                        f"{values['num_magnitude_bins']}")
     return ops
