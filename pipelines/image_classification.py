@@ -130,11 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                            default=value, help=f"default {value}")
     p.add_argument("--cpu-compute", default="cpu-cluster")
     p.add_argument("--gpu-compute", default="gpu-cluster")
-    register = p.add_mutually_exclusive_group()
-    register.add_argument("--model-asset", default=_model_asset(),
-                          help=f"register the trained model as the next version of this name (default {_model_asset()})")
-    register.add_argument("--no-register", dest="model_asset", action="store_const", const=None,
-                          help="do not register the trained model (it stays an output of the run)")
+    add_register_flags(p, _model_asset())
     p.add_argument("--training-data-mode", choices=("download", "ro_mount"),
                    default=_pipeline()["jobs"]["train"]["inputs"]["training_data"]["mode"],
                    help="how Train reads its sets: copied to the node's disk first (download, the default) or "
@@ -152,6 +148,15 @@ def add_action_flags(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--subscription")
     p.add_argument("--resource-group")
     p.add_argument("--workspace")
+
+
+def add_register_flags(p: argparse.ArgumentParser, asset: str | None) -> None:
+    """--model-asset NAME (default the YAML output's `name`) or --no-register: whether the run registers its model."""
+    register = p.add_mutually_exclusive_group()
+    register.add_argument("--model-asset", default=asset,
+                          help=f"register the trained model as the next version of this name (default {asset})")
+    register.add_argument("--no-register", dest="model_asset", action="store_const", const=None,
+                          help="do not register the trained model (it stays an output of the run)")
 
 
 def parse_checked(p: argparse.ArgumentParser, argv) -> argparse.Namespace:

@@ -91,6 +91,10 @@ EXPECTED = {
         "untrained_model": ("UntrainedModelDirectory", None, {}),
         "training_data": ("ImageDirectory", None, {}),
         "validation_data": ("ImageDirectory", None, {}),
+        "model_name": ("Enum", None, {"optional": True, "enum": [
+            "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+            "densenet121", "densenet161", "densenet169", "densenet201"]}),
         "epochs": ("Integer", 5, {"min": 1}),
         "batch_size": ("Integer", 16, {"min": 1}),
         "warmup_step_number": ("Integer", 0, {"min": 0}),

@@ -6,6 +6,7 @@ import sys
 
 from ..errors import run_entry
 from .run import parse_overrides, run_pipeline
+from .sweep import DEFAULT_MAX_TRIALS
 from ..arguments import ComponentArgumentParser, boolean, int_in
 
 
@@ -19,13 +20,16 @@ def build_parser() -> ComponentArgumentParser:
                    help="processes for the distributed node (default: min(requested, local GPUs), 1 on CPU)")
     p.add_argument("--reuse", type=boolean, default=True, metavar="BOOL",
                    help="reuse nodes unchanged since a finished run (default True)")
+    p.add_argument("--max-trials", type=int_in(1, 1000), default=DEFAULT_MAX_TRIALS, metavar="N",
+                   help=f"trials a sweep node runs locally, at most (default {DEFAULT_MAX_TRIALS}; never more than "
+                        "its limits.max_total_trials)")
     return p
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     result = run_pipeline(args.pipeline, parse_overrides(args.overrides), runs_dir=args.runs_dir,
-                          nproc=args.nproc, reuse=args.reuse)
+                          nproc=args.nproc, reuse=args.reuse, max_trials=args.max_trials)
     print(f"done: outputs under {result.run_dir}")
 
 

@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..specs import ANY_PORT, command_template, flavour, placeholders, port_type
 
 FILE_PREFIX = "file:"
+SWEEP = "sweep"  # a node of this type runs its `trial` component once per sampled point of its search space
 _BINDING = re.compile(r"^\$\{\{\s*parent\.(inputs|jobs)\.([\w-]+)(?:\.outputs\.([\w-]+))?\s*\}\}$")
 # What Azure ML accepts as a node name (azure.ai.ml._utils.utils.is_valid_node_name); the name is also the
 # job's folder under runs/<run id>/, so nothing else may reach the file system.
@@ -30,6 +31,23 @@ class Node:
     spec: dict
     inputs: dict = field(default_factory=dict)  # input name -> literal value or binding string
     raw: dict = field(default_factory=dict)
+    # A sweep trial: the values it drew (input name -> text), also in `inputs`, and its number from 1.
+    sampled: dict = field(default_factory=dict)
+    trial: int | None = None
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.raw.get("type") == SWEEP and not self.sampled
+
+    @property
+    def search_space(self) -> dict:
+        """A sweep node's search space (input name -> distribution); empty for any other node."""
+        space = self.raw.get("search_space") if self.is_sweep else None
+        return space if isinstance(space, dict) else {}
+
+    def sets(self, key: str) -> bool:
+        """True when the job gives input `key` a value: bound, literal, or swept."""
+        return key in self.inputs or key in self.search_space
 
     def port_type(self, direction: str, port: str) -> str | None:
         """The designer port type of one of the component's inputs or outputs (None: no such port)."""
@@ -86,7 +104,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
         if not isinstance(inputs, dict):
             raise UserError(f"pipeline: job {name!r}: `inputs` must be a mapping of input names to values, "
                             f"got a {_kind(inputs)}")
-        spec_path = _spec_path(path, name, str(job.get("component", "")))
+        reference = "trial" if job.get("type") == SWEEP else "component"
+        spec_path = _spec_path(path, name, str(job.get(reference, "")), reference)
         if spec_path not in specs:
             spec = read_port_file(spec_path, "YAML", input_name=f"pipeline: job {name!r}: component spec file",
                                   fix="give the component's YAML file", kind=None)
@@ -106,11 +125,11 @@ def load_pipeline(path: str | Path) -> Pipeline:
     return Pipeline(path, doc, nodes)
 
 
-def _spec_path(pipeline_path: Path, job: str, ref: str) -> Path:
-    """The spec file a job's `component` names: `file:<path>` or a plain relative path."""
+def _spec_path(pipeline_path: Path, job: str, ref: str, reference: str = "component") -> Path:
+    """The spec file a job's `component` (a sweep's `trial`) names: `file:<path>` or a plain relative path."""
     local = ref[len(FILE_PREFIX):] if ref.startswith(FILE_PREFIX) else ref
     if not local.endswith((".yaml", ".yml")) or local.startswith("azureml:"):
-        raise UserError(f"pipeline: job {job!r} must name its component as a local spec file "
+        raise UserError(f"pipeline: job {job!r} must name its {reference} as a local spec file "
                         f"(../components/<name>.yaml), got {ref!r}; registered components run only on Azure ML")
     return (pipeline_path.parent / local).resolve()
 
@@ -168,7 +187,7 @@ def check_pipeline(pipeline: Pipeline) -> None:
                                 f"{', '.join(declared) if declared else 'no inputs'}")
         for key, spec in ports.items():
             required = not (isinstance(spec, dict) and (spec.get("optional") or "default" in spec))
-            if required and key not in node.inputs:
+            if required and not node.sets(key):
                 raise UserError(f"pipeline: job {node.name!r}: input {key!r} is required; bind it or give it a value "
                                 f"(the component has no default)")
         template = command_template(node.spec)
@@ -178,7 +197,7 @@ def check_pipeline(pipeline: Pipeline) -> None:
             if port not in (ports if direction == "inputs" else outputs):
                 raise UserError(f"pipeline: job {node.name!r}: the command needs {direction}.{port}, which the "
                                 f"component does not declare ({node.spec_path})")
-            if direction == "inputs" and port not in node.inputs and not (
+            if direction == "inputs" and not node.sets(port) and not (
                     isinstance(ports[port], dict) and "default" in ports[port]):
                 raise UserError(f"pipeline: job {node.name!r}: the command needs inputs.{port}, which is optional "
                                 f"but neither bound nor defaulted; bind it")

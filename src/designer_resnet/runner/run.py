@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..arguments import int_in
 from ..component_source import is_port, value_parser
@@ -27,6 +28,7 @@ from ..errors import UserError
 from ..parallel import available_cpus, processes_per_node
 from ..specs import code_folder, command_template, entry_script, flavour, is_distributed, is_parallel, render
 from .graph import Node, Pipeline, check_pipeline, load_pipeline, topological_order
+from .sweep import DEFAULT_MAX_TRIALS, SweepPlan, SweepResult, check_sweep, plan_trials, run_trials
 
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([\w-]+)\s*\}\}$")
 CACHE_INDEX = ".cache.json"
@@ -53,6 +55,7 @@ class NodeResult:
 class RunResult:
     run_dir: Path
     nodes: dict[str, NodeResult] = field(default_factory=dict)
+    sweeps: dict[str, SweepResult] = field(default_factory=dict)
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -137,6 +140,8 @@ def _resolved(value, values_in: dict[str, str]) -> tuple[str, str | None]:
 
 def _parameter_value(node: Node, key: str, values_in: dict[str, str]) -> tuple[str, str] | None:
     """(text, where it came from) of one parameter of a job: bound, literal, or the component's default."""
+    if key in node.sampled:
+        return node.sampled[key], f"jobs.{node.name}.search_space.{key}, trial {node.trial}"
     if key in node.inputs:
         text, bound = _resolved(node.inputs[key], values_in)
         return text, f"pipeline input {bound}" if bound else f"jobs.{node.name}.inputs.{key}"
@@ -300,10 +305,14 @@ def check_process_counts(pipeline: Pipeline, values_in: dict[str, str]) -> None:
 
 
 def local_processes(node: Node, requested: int | None) -> int:
-    """The node's processes per node, as many as local GPUs allow (1 on CPU), unless --nproc says otherwise."""
+    """The node's processes per node, as many as local GPUs allow (1 on CPU), unless --nproc says otherwise.
+
+    The job's distribution, else its component's: a sweep trial always runs with its component's.
+    """
     if requested:
         return requested
-    wanted = int(((node.raw.get("distribution") or {}).get("process_count_per_instance") or 1))
+    distribution = node.raw.get("distribution") or node.spec.get("distribution")
+    wanted = int(((distribution if isinstance(distribution, dict) else {}).get("process_count_per_instance") or 1))
     try:
         import torch
 
@@ -518,40 +527,90 @@ def _launch(node: Node, values: dict[str, str], folder: Path, code_dir: Path, pr
     return seconds
 
 
+def _plan_sweeps(pipeline: Pipeline, max_trials: int) -> dict[str, SweepPlan]:
+    """Every sweep node's definition checked and its trials drawn, before any job runs."""
+    return {name: plan_trials(check_sweep(node, _render_value), max_trials, _render_value)
+            for name, node in pipeline.nodes.items() if node.is_sweep}
+
+
+def _as_run(pipeline: Pipeline, plans: dict[str, SweepPlan]) -> Pipeline:
+    """The pipeline as its jobs run: each sweep node replaced by its trials, so their values are checked too."""
+    nodes = {}
+    for name, node in pipeline.nodes.items():
+        if name in plans:
+            nodes.update({f"{name}.trial_{trial.trial}": trial for trial in plans[name].trials})
+        else:
+            nodes[name] = node
+    return Pipeline(pipeline.path, pipeline.doc, nodes)
+
+
+@dataclass
+class _Run:
+    """What every job of one run shares: its folder and results, the reuse index, the values, the echo."""
+
+    result: RunResult
+    index: _ReuseIndex
+    resolver: _Values
+    values_in: dict[str, str]
+    nproc: int | None
+    echo: Callable[[str], None]
+
+
+def _run_job(run: _Run, node: Node, folder: Path, step: str,
+             note: Callable[[Path], str] | None = None) -> tuple[NodeResult, str]:
+    """One job: reused when a finished run had the same key, else run into `folder`; (its result, its key).
+
+    `note(folder)`: text added to the job's status line once it has its outputs.
+    """
+    values, identity = run.resolver.of(node, run.result.nodes)
+    code_dir, code = run.resolver.code_dir(node)
+    processes = local_processes(node, run.nproc) if is_distributed(node.spec, node.raw) else 1
+    key = reuse_key(node, spec=hashlib.sha256(node.spec_path.read_bytes()).hexdigest(), code=code,
+                    identity=identity, processes=processes)
+    cached = run.index.finished(key)
+    if cached is not None:
+        run_id = (cached.parent if node.trial is None else cached.parent.parent).name
+        run.echo(f"{step} {node.name}: reused from {run_id}{note(cached) if note else ''}")
+        return NodeResult(node.name, cached, True, 0.0), key
+    folder.mkdir(parents=True)
+    values.update({f"outputs.{out}": shlex.quote(str(folder / out)) for out in node.spec.get("outputs") or {}})
+    seconds = _launch(node, values, folder, code_dir, processes, run.echo, step, run.values_in)
+    run.index.record(key, folder)
+    run.echo(f"{step} {node.name}: ok ({seconds:.1f}s{f', {processes} processes' if processes > 1 else ''})"
+             f"{note(folder) if note else ''}")
+    return NodeResult(node.name, folder, False, seconds), key
+
+
 def run_pipeline(path: str | Path, overrides: dict[str, str] | None = None, *, runs_dir: str | Path = "runs",
-                 nproc: int | None = None, reuse: bool = True, echo=print) -> RunResult:
-    """Run every node of the pipeline in order; stop at the first failure with its log tail."""
+                 nproc: int | None = None, reuse: bool = True, max_trials: int = DEFAULT_MAX_TRIALS,
+                 echo=print) -> RunResult:
+    """Run every node of the pipeline in order; stop at the first failure with its log tail.
+
+    A sweep node runs at most `max_trials` trials (and at most its max_total_trials).
+    """
     pipeline = load_pipeline(path)
     check_pipeline(pipeline)  # every check before the first job starts: nothing runs, no run folder
-    _check_commands(pipeline)
+    plans = _plan_sweeps(pipeline, max_trials)
+    as_run = _as_run(pipeline, plans)
+    _check_commands(as_run)
     values_in = pipeline_inputs(pipeline, overrides or {})
-    check_parameter_values(pipeline, values_in)
+    check_parameter_values(as_run, values_in)
     check_process_counts(pipeline, values_in)
-    check_command_values(pipeline, values_in)
+    check_command_values(as_run, values_in)
     order = topological_order(pipeline)
     runs_dir = Path(runs_dir).resolve()
-    result = RunResult(_new_run_dir(runs_dir))
-    index = _ReuseIndex(runs_dir, reuse)
-    resolver = _Values(pipeline, values_in)
-    echo(f"run {result.run_dir.name}: {len(order)} jobs, outputs under {result.run_dir}")
+    run = _Run(RunResult(_new_run_dir(runs_dir)), _ReuseIndex(runs_dir, reuse), _Values(pipeline, values_in),
+               values_in, nproc, echo)
+    echo(f"run {run.result.run_dir.name}: {len(order)} jobs, outputs under {run.result.run_dir}")
     for number, name in enumerate(order, 1):
         node, step = pipeline.nodes[name], f"[{number}/{len(order)}]"
-        values, identity = resolver.of(node, result.nodes)
-        code_dir, code = resolver.code_dir(node)
-        processes = local_processes(node, nproc) if is_distributed(node.spec, node.raw) else 1
-        key = reuse_key(node, spec=hashlib.sha256(node.spec_path.read_bytes()).hexdigest(), code=code,
-                        identity=identity, processes=processes)
-        resolver.keys[name] = key
-        cached = index.finished(key)
-        if cached is not None:
-            result.nodes[name] = NodeResult(name, cached, True, 0.0)
-            echo(f"{step} {name}: reused from {cached.parent.name}")
-            continue
-        folder = result.run_dir / name
-        folder.mkdir()
-        values.update({f"outputs.{out}": shlex.quote(str(folder / out)) for out in node.spec.get("outputs") or {}})
-        seconds = _launch(node, values, folder, code_dir, processes, echo, step, values_in)
-        index.record(key, folder)
-        echo(f"{step} {name}: ok ({seconds:.1f}s{f', {processes} processes' if processes > 1 else ''})")
-        result.nodes[name] = NodeResult(name, folder, False, seconds)
-    return result
+        if name in plans:  # its trials, each a job; the best one's folder and key stand for the node
+            sweep, result, key = run_trials(plans[name], partial(_run_job, run), run.result.run_dir / name, step,
+                                            echo)
+            run.result.sweeps[name] = sweep
+            result = NodeResult(name, result.folder, all(t.reused for t in sweep.trials), sweep.seconds)
+        else:
+            result, key = _run_job(run, node, run.result.run_dir / name, step)
+        run.resolver.keys[name] = key
+        run.result.nodes[name] = result
+    return run.result
