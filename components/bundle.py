@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for path in written:
         print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
-    print(f"{len(written)} components in {args.output}: upload each component folder with the studio's "
-          f"Components > New component > Upload from folder; register {PIPELINE_FOLDER}/*.yaml with az ml "
-          "component create --file after them")
+    print(f"{len(written)} components in {args.output}: upload each command component's folder with the studio's "
+          "Components > New component > Upload from folder; register the parallel one and then "
+          f"{PIPELINE_FOLDER}/*.yaml with az ml component create --file")
     return 0
 
 
