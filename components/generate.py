@@ -146,9 +146,21 @@ def _folded(key: str, lines: list[str]) -> str:
     return f"{key}: >-\n" + "".join(f"  {line}\n" for line in lines)
 
 
+def _designer_port(kind) -> bool:
+    """A designer port type, or a list of them (an input that takes several)."""
+    kinds = kind if isinstance(kind, list) else [kind]
+    return bool(kinds) and all(isinstance(k, str) and k in DESIGNER_PORT_TYPES for k in kinds)
+
+
+def _v2_port(kind) -> str:
+    """The v2 type of a designer port type; a folder (uri_folder) for an input taking types of different v2 types."""
+    v2 = {V2_PORT_TYPE.get(k, V2_FOLDER) for k in (kind if isinstance(kind, list) else [kind])}
+    return v2.pop() if len(v2) == 1 else V2_FOLDER
+
+
 def _port_description(spec: dict) -> str:
     text = " ".join(str(spec["description"]).split())
-    return f"{text} {designer_note(spec['type'])}" if spec["type"] in DESIGNER_PORT_TYPES else text
+    return f"{text} {designer_note(spec['type'])}" if _designer_port(spec["type"]) else text
 
 
 def _inputs(source: dict, v2: bool) -> dict:
@@ -156,9 +168,9 @@ def _inputs(source: dict, v2: bool) -> dict:
     for name, spec in source["inputs"].items():
         kind = spec["type"]
         entry: dict = {}
-        if kind in DESIGNER_PORT_TYPES:
-            entry["type"] = V2_PORT_TYPE.get(kind, V2_FOLDER) if v2 else kind
-        elif kind in V2_PARAM_TYPE:
+        if _designer_port(kind):
+            entry["type"] = _v2_port(kind) if v2 else kind
+        elif isinstance(kind, str) and kind in V2_PARAM_TYPE:
             entry["type"] = V2_PARAM_TYPE[kind] if v2 else kind
         else:
             raise SourceError(f"src/designer_resnet/components/{source['name']}.yaml: input {name}: "

@@ -21,7 +21,8 @@ from azure.ai.ml import load_component, load_environment
 
 from designer_resnet.component_source import build_parser
 from designer_resnet.specs import (
-    TYPED_SUFFIX, V2_PARAM_TYPE as V2_PARAM, V2_PORT_TYPE, command_template, placeholders, port_type, render)
+    TYPED_SUFFIX, V2_PARAM_TYPE as V2_PARAM, V2_PORT_TYPE, command_template, placeholders, port_kinds, port_name, port_type,
+    render)
 
 from conftest import REPO
 
@@ -88,7 +89,7 @@ EXPECTED = {
         "weights_file": ("AnyDirectory", None, {"optional": True}),
     }, {"output_path": "UntrainedModelDirectory"}),
     "train_pytorch_model": (True, {
-        "untrained_model": ("UntrainedModelDirectory", None, {}),
+        "untrained_model": ("UntrainedModelDirectory or ModelDirectory", None, {}),
         "training_data": ("ImageDirectory", None, {}),
         "validation_data": ("ImageDirectory", None, {}),
         "model_name": ("Enum", None, {"optional": True, "enum": [
@@ -107,6 +108,26 @@ EXPECTED = {
         "memory_format": ("Enum", "auto", {"enum": ["auto", "channels_last", "contiguous"]}),
         "compile": ("Boolean", False, {}),
         "jpeg_decode": ("Enum", "auto", {"enum": ["auto", "device", "workers"]}),
+        "optimizer": ("Enum", "sgd", {"enum": ["sgd", "adam", "adamw"]}),
+        "momentum": ("Float", 0.9, {"min": 0.0, "max": 0.999}),
+        "nesterov": ("Boolean", True, {}),
+        "beta1": ("Float", 0.9, {"min": 0.0, "max": 0.9999}),
+        "beta2": ("Float", 0.999, {"min": 0.0, "max": 0.99999}),
+        "weight_decay": ("Float", 0.0001, {"min": 0.0, "max": 1.0}),
+        "weight_decay_on_norms_and_biases": ("Boolean", True, {}),
+        "lr_schedule": ("Enum", "polynomial", {"enum": ["polynomial", "cosine", "step"]}),
+        "lr_step_epochs": ("Integer", 30, {"min": 1, "max": 10000}),
+        "lr_step_gamma": ("Float", 0.1, {"min": 0.000001, "max": 1.0}),
+        "label_smoothing": ("Float", 0.0, {"min": 0.0, "max": 0.5}),
+        "mixup_alpha": ("Float", 0.0, {"min": 0.0, "max": 10.0}),
+        "cutmix_alpha": ("Float", 0.0, {"min": 0.0, "max": 10.0}),
+        "mix_probability": ("Float", 1.0, {"min": 0.0, "max": 1.0}),
+        "ema_decay": ("Float", 0.0, {"min": 0.0, "max": 0.99999}),
+        "gradient_clip_norm": ("Float", 0.0, {"min": 0.0, "max": 1000000.0}),
+        "gradient_accumulation_steps": ("Integer", 1, {"min": 1, "max": 1024}),
+        "weighted_loss": ("Enum", "none", {"enum": ["none", "inverse_frequency"]}),
+        "freeze": ("Enum", "none", {"enum": ["none", "backbone", "first_stages"]}),
+        "freeze_stages": ("Integer", 1, {"min": 0, "max": 4}),
     }, {"trained_model": "ModelDirectory", "checkpoint_path": "AnyDirectory"}),
     "score_image_model": (False, {
         "trained_model": ("ModelDirectory", None, {}),
@@ -203,11 +224,13 @@ def test_ports_and_parameters(name, v2, typed):
     assert set(t["inputs"]) == set(v["inputs"]) == set(inputs)
     assert set(t["outputs"]) == set(v["outputs"]) == set(outputs)
     for key, (kind, default, extra) in inputs.items():
-        assert t["inputs"][key]["type"].lower() == kind.lower(), key  # azure-ai-ml reads Enum as "enum"
+        # azure-ai-ml reads Enum as "enum"; an input taking several folder types keeps them as a list
+        assert port_name(t["inputs"][key]["type"]).lower() == kind.lower(), key
         if kind in V2_PARAM:
             assert v["inputs"][key]["type"] == V2_PARAM[kind], key
         else:
-            assert v["inputs"][key]["type"] == V2_PORT_TYPE.get(kind, "uri_folder"), key
+            v2_types = {V2_PORT_TYPE.get(k, "uri_folder") for k in port_kinds(kind)}
+            assert v["inputs"][key]["type"] == (v2_types.pop() if len(v2_types) == 1 else "uri_folder"), key
             assert f"Designer type: {kind}." in v["inputs"][key]["description"]
             assert port_type(_raw(V2_DIR, name), "inputs", key) == kind, key  # what the local runner checks
         for spec in (t, v):

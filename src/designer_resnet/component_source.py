@@ -80,9 +80,10 @@ def _parameter_type(entry) -> str | None:
     """The designer's name of a parameter's type; None for a folder port; UserError for anything else."""
     if not isinstance(entry, dict):
         raise UserError(f"it must be a mapping with a `type`, got {entry!r}")
-    kind = str(entry.get("type", "")).lower()
-    if kind in _PORT_TYPES:
+    kinds = entry.get("type") if isinstance(entry.get("type"), list) else [entry.get("type", "")]
+    if kinds and all(str(k).lower() in _PORT_TYPES for k in kinds):  # a port, or an input taking several port types
         return None
+    kind = str(entry.get("type", "")).lower()
     if kind in _PARAMETER_TYPES:
         return _PARAMETER_TYPES[kind]
     raise UserError(f"type {entry.get('type')!r} is neither a parameter type ({', '.join(sorted(_PARAMETER_TYPES))}) "

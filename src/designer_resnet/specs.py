@@ -34,7 +34,9 @@ V2_PARAM_TYPE = {"Integer": "integer", "Float": "number", "Boolean": "boolean", 
 # A designer-typed spec is named <v2 name><TYPED_SUFFIX>, so both flavours register in one workspace.
 TYPED_SUFFIX = "_typed"
 _DESIGNER_NOTE = "Designer type: {}."
-_DESIGNER_NOTE_RE = re.compile(r"Designer type: (\w+)\.")
+# An input that takes folders of several designer types lists them (a source's `type: [A, B]`), named "A or B".
+PORT_UNION = " or "
+_DESIGNER_NOTE_RE = re.compile(r"Designer type: (\w+(?: or \w+)*)\.")
 
 # Placeholders and optional blocks of each flavour's command.
 _SYNTAX = {
@@ -43,9 +45,26 @@ _SYNTAX = {
 }
 
 
-def designer_note(port_type: str) -> str:
-    """The sentence a port description ends with, naming the designer type of the folder."""
-    return _DESIGNER_NOTE.format(port_type)
+def port_name(kind) -> str:
+    """A port's designer type as one name: itself, or "A or B" for an input that takes several (a list)."""
+    return PORT_UNION.join(kind) if isinstance(kind, (list, tuple)) else str(kind)
+
+
+def port_kinds(kind) -> list[str]:
+    """The designer types a port takes: [kind], or each type of a list or of an "A or B" name."""
+    if isinstance(kind, (list, tuple)):
+        return [str(k) for k in kind]
+    return str(kind).split(PORT_UNION)
+
+
+def accepts(wanted: str, given: str) -> bool:
+    """True when an input of port type `wanted` takes a folder of type `given` (AnyDirectory takes any)."""
+    return wanted == ANY_PORT or given in port_kinds(wanted)
+
+
+def designer_note(port_type) -> str:
+    """The sentence a port description ends with, naming the designer type(s) of the folder."""
+    return _DESIGNER_NOTE.format(port_name(port_type))
 
 
 def flavour(spec: dict) -> str:
@@ -68,7 +87,7 @@ def port_type(spec: dict, direction: str, port: str) -> str | None:
     if not isinstance(entry, dict):
         return None
     if flavour(spec) == "typed":
-        return entry.get("type")
+        return port_name(entry.get("type"))
     note = _DESIGNER_NOTE_RE.search(str(entry.get("description") or ""))
     return note.group(1) if note else entry.get("type")
 

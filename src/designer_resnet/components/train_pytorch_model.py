@@ -10,7 +10,7 @@ from pathlib import Path
 from ..component_source import parse
 from ..errors import UserError, run_entry
 from ..models.create import create_untrained_model
-from ..models.model_directory import read_untrained
+from ..models.model_directory import read_start
 from ..models.registry import family_of
 from ..training.train import TrainConfig, train
 
@@ -42,7 +42,10 @@ def _as_architecture(untrained_dir: str, model_name: str | None):
     if model_name is None:
         yield untrained_dir
         return
-    untrained = read_untrained(untrained_dir, input_name="untrained_model")
+    untrained = read_start(untrained_dir, input_name="untrained_model")
+    if untrained.initial is not None:
+        raise UserError(f"model_name: the untrained_model input is a trained model ({untrained.model_name}), which training "
+                        "continues as it is; leave model_name unset, or connect a ResNet or DenseNet module's output")
     if model_name == untrained.model_name:
         yield untrained_dir
         return

@@ -16,7 +16,7 @@ ImageNormalizer, op lists pass the op allowlist, and tensors are read with
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ..directories.files import read_port_file, write_port_yaml
 from ..directories.meta import EXTENSION_KEY, inside_path, meta_file, read_meta, write_meta
 from ..errors import UserError
 from ..transforms.ops import validate_ops
+from .continued import BUILTIN, LINEAGE_KEYS, OURS, continued_network, lineage_entry
 from .registry import FAMILY_PARAMS, StackedHead, build_backbone, build_model, family_of, load_weights
 
 MODEL_SPEC = "model_spec.yaml"
@@ -52,9 +53,13 @@ BUILTIN_MEAN_STD = [0.5, 0.5, 0.5]
 
 @dataclass
 class UntrainedModel:
+    """What Train starts from: an architecture (and ImageNet tensors), or a trained model to train further."""
+
     family: str
     init_params: dict
     weights_path: Path | None  # ImageNet tensors (keys `model.*`) when pretrained
+    initial: TrainedModel | None = None  # a trained model continued (fine-tuning); its weights, not ImageNet's
+    lineage: list = field(default_factory=list)  # where the starting weights came from, newest first
 
     @property
     def model_name(self) -> str:
@@ -66,6 +71,13 @@ class UntrainedModel:
         if self.weights_path is not None:
             state = _unprefixed(load_weights(self.weights_path, what="untrained_model"), "untrained_model")
         return build_model(self.model_name, num_classes, self.init_params, pretrained_state=state)
+
+    def build_for(self, categories: list[str]) -> nn.Module:
+        """The network to train on `categories`: `build`, or the trained model with its head set to them by name."""
+        if self.initial is None:
+            return self.build(len(categories))
+        return continued_network(self.initial.model, self.initial.categories, categories, self.model_name,
+                                 self.init_params)
 
 
 @dataclass
@@ -153,6 +165,8 @@ def write_trained(path: Path, model: nn.Module, untrained: UntrainedModel, categ
                            "mean": list(preprocess["mean"]), "std": list(preprocess["std"])}}
     if extra:
         ours["training"] = extra
+    if untrained.lineage:
+        ours["lineage"] = [dict(entry) for entry in untrained.lineage]
     spec = _spec(family, builtin, ours)
     spec["label_map_file"] = LABEL_MAP
     spec["inputs"] = [{"name": "image", "pre_processor": {
@@ -212,6 +226,45 @@ def read_untrained(path: str | Path, *, input_name: str = "untrained_model") -> 
             raise UserError(f"{input_name}: {weights.name} (the ImageNet weights) is missing from {path}; "
                             "rerun the ResNet or DenseNet module")
     return UntrainedModel(family, params, weights)
+
+
+# What Train's untrained_model input takes: an untrained model, or a trained one to train further.
+STARTING_TYPES = ("UntrainedModelDirectory", "ModelDirectory")
+# The most lineage entries a model folder keeps (its oldest beyond are dropped).
+MAX_LINEAGE = 100
+
+
+def read_start(path: str | Path, *, input_name: str = "untrained_model") -> UntrainedModel:
+    """What Train starts from: an UntrainedModelDirectory (read_untrained), or a trained ModelDirectory of ours or
+    the built-in's to train further, its lineage extended by the model it is."""
+    path = Path(path)
+    spec = _read_spec(path, STARTING_TYPES, input_name)
+    if not spec.get("label_map_file"):
+        return read_untrained(path, input_name=input_name)
+    trained = read_trained(path, input_name=input_name)
+    family, params = _identify(trained.spec, input_name)
+    ours = trained.spec.get(EXTENSION_KEY)
+    init_params = {k: params[k] for k in ("model_name", "pretrained", *FAMILY_PARAMS[family]) if k in params}
+    weights = _inside(path, trained.spec.get("model_file") or MODEL_FILE, input_name).read_bytes()
+    entry = lineage_entry(init_params["model_name"], OURS if isinstance(ours, dict) else BUILTIN,
+                          trained.spec.get("time_created"), trained.categories, weights)
+    earlier = _lineage(ours.get("lineage") if isinstance(ours, dict) else None, input_name)
+    return UntrainedModel(family, init_params, None, trained, [entry, *earlier][:MAX_LINEAGE])
+
+
+def _lineage(entries, input_name: str) -> list[dict]:
+    """A folder's recorded lineage, checked: a list of entries with the known keys and plain values."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and set(e) <= set(LINEAGE_KEYS) for e in entries):
+        raise UserError(f"{input_name}: {MODEL_SPEC} lineage must be a list of entries with {', '.join(LINEAGE_KEYS)}; "
+                        "retrain the model")
+    for entry in entries:
+        for key, value in entry.items():
+            plain = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+            if not plain:
+                raise UserError(f"{input_name}: {MODEL_SPEC} lineage {key} must be text; retrain the model")
+    return entries
 
 
 def _builtin_preprocess(spec: dict, input_name: str) -> dict:

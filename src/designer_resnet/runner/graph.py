@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..directories.files import read_port_file
 from ..errors import UserError
-from ..specs import ANY_PORT, command_template, flavour, placeholders, port_type
+from ..specs import accepts, command_template, flavour, placeholders, port_type
 
 FILE_PREFIX = "file:"
 SWEEP = "sweep"  # a node of this type runs its `trial` component once per sampled point of its search space
@@ -147,7 +147,7 @@ def check_port_types(pipeline: Pipeline) -> None:
                                 f"which is not an output of {source}")
             if wanted is None:
                 raise UserError(f"pipeline: {node.name} has no input {port!r}")
-            if wanted != ANY_PORT and wanted != given:
+            if not accepts(wanted, given):
                 raise UserError(f"pipeline: {source}.{output} ({given}) cannot connect to {node.name}.{port} ({wanted}); "
                                 f"connect an output of type {wanted}")
 

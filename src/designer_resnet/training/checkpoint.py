@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ..component_source import parameters
+from ..component_source import default, parameters
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
 from .distributed import DistInfo
+from .recipe import OPTIONS as RECIPE_OPTIONS
 from .state import TrainingState
 
 CHECKPOINT = "checkpoint.pt"
@@ -60,7 +61,8 @@ def run_identity(config: dict, info: DistInfo, untrained, train_dir: ImageDirect
     return {**{k: v for k, v in config.items() if k not in NOT_IDENTITY},
             "world_size": info.world_size,
             "untrained_model": _digest([untrained.family, untrained.init_params,
-                                        weights.stat().st_size if weights is not None else None]),
+                                        weights.stat().st_size if weights is not None else None,
+                                        *([untrained.lineage[0]["weights_sha256"]] if untrained.lineage else [])]),
             "training_data": _data_fingerprint(train_dir),
             "validation_data": _data_fingerprint(valid_dir)}
 
@@ -71,7 +73,7 @@ def _difference(made: dict, now: dict) -> str | None:
         if made.get(key) == value:
             continue
         if key == "untrained_model":
-            return "another untrained_model (other model_name or parameters)"
+            return "another untrained_model (other model_name or parameters, or another trained model continued)"
         if key in ("training_data", "validation_data"):
             return f"other {key} (images, labels or files differ)"
         return f"{key} {made.get(key)}, not {value}" if key in made else f"no {key}"
@@ -91,8 +93,11 @@ def load_checkpoint(folder: Path | None, identity: dict) -> dict | None:
     if made is None:
         raise UserError(f"checkpoint_path: the checkpoint in {folder} was made by an older version that did not "
                         "record its run; give an empty checkpoint folder to start over")
-    # A parameter added since the checkpoint was made is not held against it: that version had no choice.
-    made = {**{k: identity[k] for k in identity if k not in made and k in parameters(_SPEC)}, **made}
+    # A parameter added since the checkpoint was made is not held against it: that version had no choice. It
+    # trained the designer's recipe, so a recipe option it lacks is read as its default: a resume that asks for
+    # another value is refused like any other difference.
+    made = {**{k: default(_SPEC, k) if k in RECIPE_OPTIONS else identity[k]
+               for k in identity if k not in made and k in parameters(_SPEC)}, **made}
     differs = _difference(made, identity)
     if differs:
         raise UserError(f"checkpoint_path: the checkpoint in {folder} was made with {differs}; "

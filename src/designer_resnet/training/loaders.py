@@ -21,8 +21,8 @@ from .distributed import DistInfo
 
 log = logging.getLogger(__name__)
 
-# Per-epoch seed streams (epoch_seed's `stream`).
-STREAM_PROCESS, STREAM_SHUFFLE, STREAM_AUGMENT = 0, 1, 2
+# Per-epoch seed streams (epoch_seed's `stream`); MixUp/CutMix draw from their own (training/recipe.py).
+STREAM_PROCESS, STREAM_SHUFFLE, STREAM_AUGMENT, STREAM_MIX = 0, 1, 2, 3
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = 0) -> int:

@@ -79,9 +79,11 @@ _SCHEMA = {
     "rng_cpu": ("this PyTorch's CPU random state", _is_rng),
     "stopped": ("true or false", lambda v: isinstance(v, bool)),
     "identity": ("a run identity", lambda v: isinstance(v, dict)),
+    "ema": ("the EMA's state dict of tensors", _is_tensors),
 }
-# Written by every version that records its run identity, but `stopped`, which came later (absent: not stopped).
-_OPTIONAL = ("stopped",)
+# Written by every version that records its run identity, but `stopped`, which came later (absent: not stopped),
+# and `ema`, written only by runs with ema_decay on (the run identity says whether a run needs it).
+_OPTIONAL = ("stopped", "ema")
 
 
 @dataclass
@@ -125,15 +127,16 @@ class TrainingState:
         self.stopped_early = self.stale >= self.patience and result.epoch < self.epochs
 
     def to_checkpoint(self, model: nn.Module, optimizer, scheduler, *, identity: dict, config: dict, model_name: str,
-                      categories: list[str]) -> dict:
-        """Everything a resumed run needs, as a plain dict; `model` is the bare module, not its DDP wrapper."""
+                      categories: list[str], ema: nn.Module | None = None) -> dict:
+        """Everything a resumed run needs, as a plain dict; `model` is the bare module, not its DDP wrapper;
+        `ema` the weights' moving average (an AveragedModel), when the run keeps one."""
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_scheduler": scheduler.state_dict(), "epoch": self.epoch, "config": config,
                 "model_name": model_name, "categories": categories,
                 "history": [asdict(h) for h in self.history], "best_top1": self.best_top1,
                 "best_epoch": self.best_epoch, "best_loss": self.best_loss, "stale": self.stale,
                 "best_model": self.best_weights, "rng_cpu": torch.get_rng_state(), "stopped": self.stopped_early,
-                "identity": identity}
+                "identity": identity, **({"ema": ema.state_dict()} if ema is not None else {})}
 
     @staticmethod
     def schema_problem(checkpoint) -> str | None:
@@ -153,13 +156,19 @@ class TrainingState:
             return "has a best_epoch or stale count beyond its history"
         return None
 
-    def restore(self, checkpoint: dict, model: nn.Module, optimizer, scheduler) -> None:
+    def restore(self, checkpoint: dict, model: nn.Module, optimizer, scheduler, *,
+                ema: nn.Module | None = None) -> None:
         """Continue from `checkpoint` (one whose identity and schema_problem were checked): this state, the weights,
-        the optimizer, the schedule and the CPU random state. `model` is the bare module, not its DDP wrapper.
+        the optimizer, the schedule, the EMA when `ema` is given, and the CPU random state. `model` is the bare
+        module, not its DDP wrapper.
 
         A checkpoint that does not fit these (crafted, or its identity forged) is one UserError line.
         """
         _load_into(model, checkpoint["model"], "model weights")
+        if ema is not None:
+            if "ema" not in checkpoint:
+                raise _misfit("EMA", "it keeps none")
+            _load_into(ema, checkpoint["ema"], "EMA")
         numbers = [{k for k, v in group.items() if _is_number(v)} for group in optimizer.param_groups]
         _load_into(optimizer, checkpoint["optimizer"], "optimizer state")
         _check_optimizer(optimizer, numbers)

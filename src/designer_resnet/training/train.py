@@ -27,14 +27,17 @@ from ..compute import Compute, default_device
 from ..directories import StagedOutput
 from ..directories.image_directory import ImageDirectory
 from ..errors import UserError
-from ..models.model_directory import UntrainedModel, read_untrained, write_trained
+from ..models.model_directory import UntrainedModel, read_start, write_trained
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..tracking import StepLog
 from .batch_norm import synchronise_batch_norm
 from .checkpoint import CHECKPOINT, load_checkpoint, run_identity, save_checkpoint
 from .dataset import ImageDataset, Transforms, batches, check_datasets, decode_plan, transforms_for
 from .distributed import DistInfo, init_distributed, shutdown
-from .loaders import STREAM_AUGMENT, STREAM_PROCESS, check_batch_norm_batch, epoch_seed, make_loaders
+from .loaders import STREAM_AUGMENT, STREAM_MIX, STREAM_PROCESS, check_batch_norm_batch, epoch_seed, make_loaders
+from .recipe import (Recipe, RecipeOptions, build_optimizer, build_schedule, check_options, describe, freeze,
+                     optimizer_steps, stretch_schedule)
+from .recipe import lr_lambda  # noqa: F401  its former home: scripts and tests import it from here
 from .report import METRICS_FILE, epoch_metrics, plot_curves
 from .state import EpochResult, TrainingState
 
@@ -45,8 +48,11 @@ _SPEC = "train_pytorch_model"
 
 
 @dataclass
-class TrainConfig:
-    """Train PyTorch Model's parameters and local options, with the component's defaults."""
+class TrainConfig(RecipeOptions):
+    """Train PyTorch Model's parameters and local options, with the component's defaults.
+
+    The recipe's (optimizer, schedule, loss, mixing, EMA, freezing) come from RecipeOptions (training/recipe.py).
+    """
 
     epochs: int = default(_SPEC, "epochs")
     batch_size: int = default(_SPEC, "batch_size")
@@ -103,18 +109,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_lambda(warmup: int, total: int, power: float = 0.9):
-    """Linear warmup over `warmup` steps, then polynomial decay to 0 at `total`."""
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return max(0.0, 1.0 - progress) ** power
-
-    return factor
-
-
 def _all_sum(values: list, device: torch.device, info: DistInfo) -> list[float]:
     """Sums over all processes of numbers or 0-d tensors on the device; one transfer to the host."""
     t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
@@ -150,14 +144,17 @@ def _terminated(epoch: int, checkpoint_dir: Path | None, *, during: bool):
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, compute: Compute, cfg: TrainConfig, epoch: int,
-                    info: DistInfo, sigterm: _SigtermWatch | None = None):
+                    info: DistInfo, sigterm: _SigtermWatch | None = None, recipe: Recipe | None = None):
     """One pass over the loader; (mean loss, error rate, images/s) over all processes.
 
     The host never waits for the device inside a step: loss and error counts
     add up on the device, read once per print_frequency steps and once at the end.
+    `recipe`: the run's (None: the designer's plain step). On a MixUp/CutMix batch a
+    prediction counts as right when it names the class with the larger share of the image.
     """
-    model.train()
-    criterion = nn.CrossEntropyLoss()
+    recipe = recipe or Recipe()
+    recipe.train_mode(model)
+    mix = recipe.mixer(epoch_seed(cfg.random_seed, epoch, info.rank, STREAM_MIX))
     device = compute.device
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     total_wrong = torch.zeros((), dtype=torch.int64, device=device)
@@ -167,13 +164,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, compute: Compute, cfg: 
         if sigterm is not None and sigterm.requested and not info.enabled:
             break  # single process: stop now (the caller raises); under DDP all ranks stop at the epoch's end
         images, targets = to_device(images, targets, loader.dataset, compute)
-        with compute.autocast():
-            logits = model(images)
-            loss = criterion(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        labels = targets
+        if mix is not None:
+            images, labels = mix(images, targets)  # soft targets
+            images, targets = compute.layout(images), labels.argmax(1)
+        first, last, share = recipe.group(step, len(loader))
+        with recipe.syncing(model, last):  # gradient accumulation: DDP all-reduces on the group's last batch
+            with compute.autocast():
+                logits = model(images)
+                loss = recipe.criterion(logits, labels)
+            if first:
+                optimizer.zero_grad(set_to_none=True)
+            (loss / share if share > 1 else loss).backward()
+        if last:
+            recipe.step(optimizer, scheduler)
         n = targets.numel()
         total_loss += loss.detach().double() * n
         total_wrong += (logits.argmax(1) != targets).sum()
@@ -255,6 +259,7 @@ class _Inputs:
 
 def train(untrained_dir, train_dir, valid_dir, output_dir, cfg: TrainConfig, *, checkpoint_dir=None) -> TrainResult:
     """Train and write the best epoch's model to `output_dir` (rank 0)."""
+    check_options(cfg)
     info = init_distributed()
     try:
         with contextlib.ExitStack() as stack:
@@ -326,12 +331,16 @@ def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process)
     """The recipe: inputs, model, loaders, optimizer, resume, the epochs, the best epoch's model written."""
     inputs = _read_inputs(untrained_dir, train_dir, valid_dir, cfg, run.info)
     seed_everything(cfg.random_seed)
-    model = _build_model(inputs.untrained, len(inputs.categories), cfg.sync_batch_norm, run)
+    model = _build_model(inputs.untrained, inputs.categories, cfg, run)
     train_loader, valid_loader = _loaders(inputs, cfg, run)
-    optimizer, scheduler = _optimizer(model, cfg, len(train_loader), run.info.world_size)
+    optimizer, scheduler = _optimizer(_unwrap(model), cfg, len(train_loader), run.info.world_size)
     if run.info.is_main:
         log.info("computing on %s", run.compute.describe())
         _warn_small_gpu_batch(train_loader.batch_size, cfg, run.compute)
+        if describe(cfg):
+            log.info("recipe: %s", describe(cfg))
+    recipe = Recipe.build(cfg, _unwrap(model), train_loader.dataset.targets, len(inputs.categories), run.device,
+                          cfg.epochs * optimizer_steps(len(train_loader), cfg))
 
     state = TrainingState(epochs=cfg.epochs, patience=cfg.patience)
     # `precision` as it resolved here: auto on a CPU and fp32 are the same run, auto on a GPU and on a CPU are not.
@@ -339,7 +348,8 @@ def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process)
                             inputs.train, inputs.valid)
     checkpoint = load_checkpoint(run.checkpoint_dir, identity)
     if checkpoint is not None:
-        state.restore(checkpoint, _unwrap(model), optimizer, scheduler)
+        state.restore(checkpoint, _unwrap(model), optimizer, scheduler, ema=recipe.ema)
+        stretch_schedule(scheduler, cfg.warmup_step_number, optimizer_steps(len(train_loader), cfg), cfg.epochs)
         if run.info.is_main:
             log.info("resuming after epoch %d from %s", state.epoch, run.checkpoint_dir / CHECKPOINT)
 
@@ -348,17 +358,19 @@ def _train(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, run: _Process)
             _seed_epoch(train_loader, cfg.random_seed, epoch, run.info)
             lr = optimizer.param_groups[0]["lr"]
             trained = train_one_epoch(model, train_loader, optimizer, scheduler, run.compute, cfg, epoch, run.info,
-                                      run.sigterm)
+                                      run.sigterm, recipe)
             if _stop_requested(run.sigterm, run.device, run.info):
                 _terminated(epoch, run.checkpoint_dir, during=True)
-            result = EpochResult(epoch, lr, *trained, *evaluate(model, valid_loader, run.compute, run.info))
-            state.record(result, _unwrap(model).state_dict)
+            # With EMA on, the average is what is scored, kept as the best epoch's weights and written.
+            scored = recipe.evaluated(_unwrap(model))
+            result = EpochResult(epoch, lr, *trained, *evaluate(scored, valid_loader, run.compute, run.info))
+            state.record(result, scored.state_dict)
             _report_epoch(result, state, metrics, run.info)
             if run.info.is_main and run.checkpoint_dir is not None:
                 run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
                 save_checkpoint(run.checkpoint_dir / CHECKPOINT, state.to_checkpoint(
                     _unwrap(model), optimizer, scheduler, identity=identity, config=asdict(cfg),
-                    model_name=inputs.untrained.model_name, categories=inputs.categories))
+                    model_name=inputs.untrained.model_name, categories=inputs.categories, ema=recipe.ema))
             if _stop_requested(run.sigterm, run.device, run.info):
                 _terminated(epoch, run.checkpoint_dir, during=False)
             if state.stopped_early:
@@ -394,7 +406,7 @@ def _warn_small_gpu_batch(batch_size: int, cfg: TrainConfig, compute: Compute) -
 
 def _read_inputs(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, info: DistInfo) -> _Inputs:
     """The three input ports, checked against each other: a user's mistake is one line before any training."""
-    untrained = read_untrained(untrained_dir, input_name="untrained_model")
+    untrained = read_start(untrained_dir, input_name="untrained_model")  # or a trained model, to continue
     train_images = ImageDirectory.load(train_dir, input_name="training_data")
     valid_images = ImageDirectory.load(valid_dir, input_name="validation_data")
     check_datasets(train_images, valid_images, cfg.batch_size)
@@ -403,11 +415,14 @@ def _read_inputs(untrained_dir, train_dir, valid_dir, cfg: TrainConfig, info: Di
     return _Inputs(untrained, train_images, valid_images, ops)
 
 
-def _build_model(untrained: UntrainedModel, num_classes: int, sync_batch_norm: bool, run: _Process) -> nn.Module:
-    """The network on this process's device; wrapped in DDP when there are several processes."""
-    model = untrained.build(num_classes)
-    if sync_batch_norm:
+def _build_model(untrained: UntrainedModel, categories: list[str], cfg: TrainConfig, run: _Process) -> nn.Module:
+    """The network on this process's device, its frozen parts frozen; in DDP when there are several processes."""
+    model = untrained.build_for(categories)
+    if cfg.sync_batch_norm:
         model = synchronise_batch_norm(model, run.device)
+    frozen = freeze(model, cfg)  # before DDP, which takes only the parameters that need gradients
+    if frozen and run.info.is_main:
+        log.info("freeze %s: %d parameter tensors frozen", cfg.freeze, frozen)
     model = run.compute.place(model)
     if run.info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[run.info.local_rank]
@@ -427,13 +442,15 @@ def _loaders(inputs: _Inputs, cfg: TrainConfig, run: _Process):
     return train_loader, valid_loader
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, world_size: int):
-    """SGD with Nesterov momentum, and its schedule (stepped every batch): warmup, then decay to 0 at the last step."""
+def _optimizer(model: nn.Module, cfg: TrainConfig, batches_per_epoch: int, world_size: int):
+    """The optimizer over the bare network's trainable parameters, and its schedule (stepped every optimizer step).
+
+    By default SGD with Nesterov momentum, warmup, then polynomial decay to 0 at the last step (training/recipe.py).
+    """
     # The designer scales the learning rate with the number of processes.
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate * world_size, momentum=0.9, nesterov=True,
-                                weight_decay=1e-4)
-    total_steps = cfg.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_step_number, total_steps))
+    optimizer = build_optimizer(model, cfg, cfg.learning_rate * world_size)
+    scheduler = build_schedule(optimizer, cfg, cfg.warmup_step_number, optimizer_steps(batches_per_epoch, cfg),
+                               cfg.epochs)
     return optimizer, scheduler
 
 
