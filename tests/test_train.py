@@ -194,12 +194,11 @@ def test_batch_larger_than_training_set_is_refused(tiny):
     assert not (tiny / "out").exists()
 
 
-def test_model_directories_that_are_not_ours_are_refused(tiny):
-    with pytest.raises(UserError, match="untrained_model: expected UntrainedModelDirectory but .* ImageDirectory"):
+def test_folders_that_are_not_models_are_refused(tiny):
+    with pytest.raises(UserError, match="untrained_model: expected UntrainedModelDirectory or ModelDirectory but .* "
+                                       "ImageDirectory"):
         train(tiny / "train", tiny / "train", tiny / "valid", tiny / "out", _cfg())
-    train(tiny / "untrained", tiny / "train", tiny / "valid", tiny / "trained", _cfg(epochs=1))
-    with pytest.raises(UserError, match="is a trained model; connect the output of the ResNet or DenseNet module"):
-        train(tiny / "trained", tiny / "train", tiny / "valid", tiny / "out", _cfg())
+    # A trained model is a starting point too (fine-tuning: tests/test_finetune.py).
 
 
 def test_train_cli_error_is_one_line(tiny):
