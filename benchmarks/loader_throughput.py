@@ -14,11 +14,15 @@ thread, no DataLoader workers, CPU time (`time.process_time`): the figures are p
   drawing its crop and flips; the batch is decoded on the device (nvJPEG on CUDA);
 - float from PNG: the float path on PNG copies of the same images, the files the old Apply Image
   Transformation wrote;
+- today's code: Train's ImageDataset as it was the day issue 16 was filed (commit 37cf428, taken from this
+  repository's git history with `git archive`), timed in a child process on the same files between the other
+  paths: the issue's "today's per-core rate". Skipped, and said so, where the history is not there;
 - floor: Pillow's decode, crop and resize alone, nothing else (no flip, no tensor, no collate): the least work
   that gives Train's pixels, which the default path must keep (tests/test_fingerprint.py). uint8 ÷ floor says how
   close the default path is to it; floor ÷ before is the most any pixel-exact loader could gain.
 The device side of uint8 and JPEG bytes (`device_batch`) is timed apart on this CPU: what a GPU would do.
-The paths alternate `--repeats` times and each one's best pass is compared (interference only ever adds time). Target: uint8 ÷ before ≥ 1.5.
+The paths alternate `--repeats` times and each one's best pass is compared (interference only ever adds time). Target
+(issue 16): uint8 ÷ today's code ≥ 1.5; uint8 ÷ before, against the leaner plain-torchvision rewrite, is printed too.
 
 It also runs Apply Image Transformation "For training" with the crop and flip alone: nothing deterministic to
 write, so every output file should be its input, byte for byte (the old Apply rewrote each as PNG, ~4x the bytes).
@@ -30,8 +34,14 @@ write, so every output file should be its input, byte for byte (the old Apply re
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import logging
+import os
 import random
+import subprocess
+import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +58,31 @@ from designer_resnet.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from designer_resnet.training.dataset import ImageDataset, LoadFailure, collate
 from designer_resnet.transforms.apply import apply_image_transformation
 from designer_resnet.transforms.batch import DecodePlan
+
+# The last commit before issue 16: its Train item pipeline is the "today's per-core rate" the target is set against.
+BEFORE_COMMIT = "37cf428"
+REPO = Path(__file__).resolve().parents[1]
+
+# Run in a child process with the old package first on sys.path: one pass of the old ImageDataset over a folder.
+OLD_PASS = """
+import sys, time, json
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+import designer_resnet
+from designer_resnet.directories.image_directory import ImageDirectory
+from designer_resnet.training.dataset import ImageDataset, collate
+old_src, folder, ops, batch, seed = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+if not Path(designer_resnet.__file__).resolve().is_relative_to(Path(old_src).resolve()):
+    raise SystemExit(f"the old package did not load: {designer_resnet.__file__}")
+directory = ImageDirectory.load(folder)
+dataset = ImageDataset(directory, ops, {c: i for i, c in enumerate(directory.categories)})
+dataset.set_epoch_seed(seed)
+t0 = time.process_time()
+for start in range(0, len(dataset), batch):
+    collate(dataset.__getitems__(list(range(start, min(start + batch, len(dataset))))))
+print(time.process_time() - t0)
+"""
 
 # (width, height) of the photos at --size 224, scaled with it: ImageNet's usual camera shapes, 0.19 MP on average.
 SHAPES = [(500, 375)] * 6 + [(375, 500)] * 2 + [(500, 333), (500, 500)]
@@ -138,12 +173,41 @@ class PixelFloor(BeforeIssue16):
         return images
 
 
+def old_package(tmp: Path) -> Path | None:
+    """`src/` of BEFORE_COMMIT unpacked under tmp, or None where this checkout has no such history."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_COMMIT, "src"], capture_output=True)
+    if archive.returncode:
+        return None
+    out = tmp / "before_issue16"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(out, filter="data")
+    return out / "src"
+
+
+class TodaysCode:
+    """The old ImageDataset, one pass per child process (its import is not timed); see OLD_PASS."""
+
+    def __init__(self, src: Path, folder: Path, ops: list):
+        self.src, self.folder, self.ops = src, folder, ops
+
+    def cpu_seconds(self, batch: int, seed: int) -> float:
+        env = {**os.environ, "PYTHONPATH": str(self.src)}
+        done = subprocess.run([sys.executable, "-c", OLD_PASS, str(self.src), str(self.folder),
+                               json.dumps(self.ops), str(batch), str(seed)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode:
+            raise SystemExit(f"today's code ({BEFORE_COMMIT}) failed: {done.stderr.strip().splitlines()[-1:]}")
+        return float(done.stdout.strip().splitlines()[-1])
+
+
 def loader_pass(dataset: ImageDataset, batch: int, seed: int) -> tuple[float, float]:
     """CPU seconds (worker side: items and collate, device side: `device_batch` on the CPU) of one epoch.
 
     The device side runs after the epoch's batches, not between them: in training it runs in another process (on
     the GPU), and here its float batches would evict the worker side's data from this core's caches.
     """
+    if isinstance(dataset, TodaysCode):
+        return dataset.cpu_seconds(batch, seed), float("nan")
     dataset.set_epoch_seed(seed)
     if isinstance(dataset, PixelFloor):
         t0 = time.process_time()
@@ -171,6 +235,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224, help="RandomResizedCrop's size; the photos scale with it")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-todays-code", action="store_true",
+                   help=f"do not time the code of {BEFORE_COMMIT} (the target's reference) in a child process")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -194,6 +260,9 @@ def main() -> None:
                  "bytes": ImageDataset(applied, ops, classes, decode=DecodePlan(crop_flip(args.size))),
                  "png": ImageDataset(png, ops, {c: i for i, c in enumerate(png.categories)}, uint8=False),
                  "floor": PixelFloor(applied, args.size)}
+        old_src = None if args.skip_todays_code else old_package(tmp)
+        if old_src is not None:
+            paths["today"] = TodaysCode(old_src, tmp / "applied", ops)
         worker = {name: [] for name in paths}
         device = {name: [] for name in paths}
         for r in range(args.repeats):
@@ -213,7 +282,11 @@ def main() -> None:
           f"(quality 90); RandomResizedCrop {args.size} + flip + Normalize, batch {args.batch_size}, 1 thread, "
           f"best of {args.repeats}")
     print("loader worker side, images per CPU-second (reading, decoding, transforms, collate):")
-    print(f"  before issue 16 (plain torchvision, float): {speed['before']:10.1f}  (the baseline)")
+    if "today" in speed:
+        print(f"  today's code ({BEFORE_COMMIT}, float):            {speed['today']:10.1f}  (the target's reference)")
+    else:
+        print(f"  today's code ({BEFORE_COMMIT}): not timed (no git history here, or --skip-todays-code)")
+    print(f"  before issue 16 (plain torchvision, float): {speed['before']:10.1f}  (the plain baseline)")
     print(f"  float items (uint8=False):                  {speed['float']:10.1f}")
     print(f"  uint8 items (default):                      {speed['uint8']:10.1f}")
     print(f"  JPEG bytes (jpeg_decode device):            {speed['bytes']:10.1f}  (worker side only: reading the "
@@ -224,7 +297,9 @@ def main() -> None:
     print("device side (device_batch), timed on this CPU: what the GPU would do, images per CPU-second:")
     print(f"  uint8 batch normalised:                     {on_device['uint8']:10.1f}")
     print(f"  JPEG batch decoded, cropped, flipped, normalised: {on_device['bytes']:10.1f}")
-    print(f"ratio uint8 / before: {speed['uint8'] / speed['before']:.2f}  (target >= 1.5)")
+    if "today" in speed:
+        print(f"ratio uint8 / today's code: {speed['uint8'] / speed['today']:.2f}  (target >= 1.5)")
+    print(f"ratio uint8 / before: {speed['uint8'] / speed['before']:.2f}  (against the plain-torchvision rewrite)")
     print(f"ratio uint8 / floor: {speed['uint8'] / speed['floor']:.2f}  (1.00 would be no work beyond the pixels)")
     print(f"ratio floor / before: {speed['floor'] / speed['before']:.2f}  (the most a pixel-exact loader can gain)")
     print(f"ratio uint8 / float: {speed['uint8'] / speed['float']:.2f}  (the same reader: what uint8 items save)")

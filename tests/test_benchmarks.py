@@ -23,6 +23,10 @@ def test_loader_benchmark_prints_the_ratios_and_that_apply_kept_every_jpeg_byte_
     out = run_benchmark("loader_throughput.py", "--images", "12", "--size", "32", "--batch-size", "4",
                         "--repeats", "1")
     assert "ratio uint8 / before: " in out and "ratio JPEG bytes / before: " in out
+    # The target's reference, the code before issue 16, runs from this clone's history where it has it.
+    history = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", "37cf428^{commit}"]).returncode == 0
+    assert ("ratio uint8 / today's code: " in out) == history, out
+    assert ("today's code (37cf428): not timed" in out) == (not history), out
     assert "12 of 12 output files keep their input's bytes: yes; output / input bytes 1.000" in out
 
 

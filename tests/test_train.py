@@ -196,7 +196,8 @@ def test_batch_larger_than_training_set_is_refused(tiny):
 
 def test_folders_that_are_not_models_are_refused(tiny):
     with pytest.raises(UserError, match="untrained_model: expected UntrainedModelDirectory or ModelDirectory but .* "
-                                       "ImageDirectory"):
+                                       "ImageDirectory; connect the output of a module that produces "
+                                       "UntrainedModelDirectory or ModelDirectory$"):
         train(tiny / "train", tiny / "train", tiny / "valid", tiny / "out", _cfg())
     # A trained model is a starting point too (fine-tuning: tests/test_finetune.py).
 

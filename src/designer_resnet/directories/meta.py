@@ -39,7 +39,7 @@ def read_meta(path: str | Path, expected: str | Iterable[str] | None = None, *, 
         if meta["type"] not in {disk_type(t) for t in wanted}:
             raise UserError(
                 f"{input_name}: expected {' or '.join(wanted)} but {path} is a {meta['type']}; "
-                f"connect the output of a module that produces {wanted[0]}"
+                f"connect the output of a module that produces {' or '.join(wanted)}"
             )
     return meta
 
