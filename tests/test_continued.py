@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -85,8 +87,11 @@ def test_a_network_of_another_architecture_is_refused(trained):
         continued_network(model, OLD, OLD, "resnet34", {})
 
 
-def test_lineage_entry_names_the_weights_it_started_from():
-    entry = lineage_entry("resnet18", "designer-resnet", "2026-12-01T00:00:00Z", OLD, b"weights")
-    other = lineage_entry("resnet18", "designer-resnet", "2026-12-01T00:00:00Z", OLD, b"weightz")
-    assert len(entry["weights_sha256"]) == 64 and entry["weights_sha256"] != other["weights_sha256"]
+def test_lineage_entry_names_the_weights_it_started_from(tmp_path):
+    # Larger than one read chunk, so the hash covers every chunk of the file.
+    (tmp_path / "a").write_bytes(b"weights" * 300_000)
+    (tmp_path / "b").write_bytes(b"weights" * 300_000 + b"z")
+    entry = lineage_entry("resnet18", "designer-resnet", "2026-12-01T00:00:00Z", OLD, tmp_path / "a")
+    other = lineage_entry("resnet18", "designer-resnet", "2026-12-01T00:00:00Z", OLD, tmp_path / "b")
+    assert entry["weights_sha256"] == hashlib.sha256(b"weights" * 300_000).hexdigest() != other["weights_sha256"]
     assert entry["categories"] == OLD and entry["model_name"] == "resnet18" and entry["writer"] == "designer-resnet"

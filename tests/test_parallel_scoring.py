@@ -242,10 +242,11 @@ def test_a_worker_process_that_dies_mid_mini_batch_is_replaced_and_its_mini_batc
     script.write_text("import os\nfrom pathlib import Path\n"
                       f"MARKER = Path({str(tmp_path / 'died')!r})\n"
                       "def run(mini_batch):\n"
-                      "    if not MARKER.exists():\n"
-                      "        MARKER.touch()\n"
-                      "        os._exit(9)\n"
-                      "    return mini_batch\n")
+                      "    try:  # exactly one worker dies: creating the marker is atomic, so two cannot both win\n"
+                      "        os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))\n"
+                      "    except FileExistsError:\n"
+                      "        return mini_batch\n"
+                      "    os._exit(9)\n")
     # A subprocess with a time limit: a driver that waited for the dead worker would hang the test run.
     result = subprocess.run([sys.executable, "-m", "designer_resnet.runner.parallel", "--entry-script", str(script),
                              "--input-data", str(tmp_path / "data"), "--mini-batch-size", "2", "--processes", "2",

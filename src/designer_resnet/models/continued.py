@@ -22,6 +22,7 @@ architecture, the class set and when and by what the model was written.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -90,10 +91,12 @@ def _prefix(model: nn.Module, layer: nn.Module) -> str:
     raise ValueError("the head is not a direct child of the network")
 
 
-def lineage_entry(model_name: str, writer: str, time_created, categories: list[str], weights: bytes) -> dict:
-    """One step of a model's lineage: what a run started from."""
+def lineage_entry(model_name: str, writer: str, time_created, categories: list[str], weights: Path) -> dict:
+    """One step of a model's lineage: what a run started from (its weights file hashed in chunks, not held whole)."""
+    with open(weights, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     return {"model_name": model_name, "writer": writer, "time_created": str(time_created or ""),
-            "categories": list(categories), "weights_sha256": hashlib.sha256(weights).hexdigest()}
+            "categories": list(categories), "weights_sha256": digest}
 
 
 def class_changes(old: list[str], new: list[str]) -> dict:

@@ -245,7 +245,7 @@ def read_start(path: str | Path, *, input_name: str = "untrained_model") -> Untr
     family, params = _identify(trained.spec, input_name)
     ours = trained.spec.get(EXTENSION_KEY)
     init_params = {k: params[k] for k in ("model_name", "pretrained", *FAMILY_PARAMS[family]) if k in params}
-    weights = _inside(path, trained.spec.get("model_file") or MODEL_FILE, input_name).read_bytes()
+    weights = _inside(path, trained.spec.get("model_file") or MODEL_FILE, input_name)
     entry = lineage_entry(init_params["model_name"], OURS if isinstance(ours, dict) else BUILTIN,
                           trained.spec.get("time_created"), trained.categories, weights)
     earlier = _lineage(ours.get("lineage") if isinstance(ours, dict) else None, input_name)
